@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class InfersimError(Exception):
@@ -41,17 +41,25 @@ class SolverError(InfersimError):
     """An optimisation problem that cannot be built or solved as asked."""
 
 
-def config_error_from(exc: Exception, where: str = "") -> ConfigError:
+def config_error_from(exc: Exception, where: str = "",
+                      tags: Mapping[str, Iterable[str]] | None = None) -> ConfigError:
     """Turn a pydantic ValidationError into a ConfigError naming the key path of the first
-    problem (``where`` prefixes it, e.g. a file name)."""
+    problem (``where`` prefixes it, e.g. a file name). ``tags`` maps a key holding a tagged
+    union to its tag values, which pydantic puts in the path and are dropped here (a problem
+    in ``arrival: {process: gamma, cv: 0}`` is at ``arrival.cv``, not ``arrival.gamma.cv``)."""
     errors = exc.errors() if hasattr(exc, "errors") else []
     if not errors:
         return ConfigError(where or "input", None, str(exc))
     first = errors[0]
-    path = ".".join(str(p) for p in first.get("loc", ()))
+    loc = list(first.get("loc", ()))
+    for i in range(len(loc) - 1, 0, -1):
+        if loc[i] in (tags or {}).get(str(loc[i - 1]), ()):
+            del loc[i]
+    path = ".".join(str(p) for p in loc)
     field = f"{where}: {path}" if where and path else (where or path or "input")
     message = first.get("msg", str(exc)).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         message = "unknown key; remove it or check its spelling"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return ConfigError(field, first.get("input"), message + more)
+    value = None if first.get("type") == "missing" else first.get("input")
+    return ConfigError(field, value, message + more)
