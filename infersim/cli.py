@@ -272,9 +272,10 @@ def run(
         return
     err = Console(stderr=True)
     started = time.perf_counter()
-    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,.0f} requests "
-                  "done"), TimeElapsedColumn(), console=err,
-                  disable=not progress or as_json, transient=True) as bar:
+    columns = (TextColumn("simulating"), BarColumn(),
+               TextColumn("{task.completed:,.0f} requests done"), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=not progress or as_json,
+                  transient=True) as bar:
         task = bar.add_task("run", total=None)
 
         def tick(done: int, total: int) -> None:

@@ -54,7 +54,10 @@ class StepLog:
     """Columnar, growable log of engine steps (one row per step)."""
 
     COLUMNS = ("replica", "start_s", "duration_s", "prefill_tokens", "decode_tokens",
-               "num_seqs", "kv_blocks_used", "preemptions")
+               "num_seqs", "kv_blocks_used", "preemptions", "prefill_seqs", "decode_context",
+               "prefill_context", "prefill_qk", "prefill_qq", "sampled")
+    INTEGER = ("replica", "prefill_tokens", "decode_tokens", "num_seqs", "kv_blocks_used",
+               "preemptions", "prefill_seqs", "decode_context", "prefill_context", "sampled")
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -63,33 +66,36 @@ class StepLog:
         self.count = 0
         self.busy_s = 0.0
 
-    def add(self, replica: int, start: float, duration: float, prefill: int, decode: int,
-            seqs: int, kv_used: int, preemptions: int) -> None:
+    def add(self, replica: int, start: float, duration: float, plan, kv_used: int) -> None:
+        """One step of ``plan`` (a StepPlan); the aggregates let a step be replayed."""
         self.count += 1
         self.busy_s += duration
         if self.enabled:
-            self._rows.append((replica, start, duration, prefill, decode, seqs, kv_used,
-                               preemptions))
+            self._rows.append((replica, start, duration, plan.prefill_tokens, plan.decode_seqs,
+                               len(plan.scheduled), kv_used, plan.preempted, plan.prefill_seqs,
+                               plan.decode_context, plan.prefill_context, plan.prefill_qk,
+                               plan.prefill_qq, plan.sampled))
             if len(self._rows) >= 65536:
                 self._flush()
 
     def add_run(self, replica: int, starts: np.ndarray, durations: np.ndarray, seqs: int,
-                kv_used: np.ndarray) -> None:
-        """Many decode-only steps at once."""
+                kv_used: np.ndarray, context: np.ndarray) -> None:
+        """Many decode-only steps at once (``context``: cached tokens of each step)."""
         n = len(starts)
         self.count += n
         self.busy_s += float(durations.sum())
         if self.enabled:
             self._flush()
-            block = np.empty((n, len(self.COLUMNS)))
-            block[:, 0] = replica
-            block[:, 1] = starts
-            block[:, 2] = durations
-            block[:, 3] = 0
-            block[:, 4] = seqs
-            block[:, 5] = seqs
-            block[:, 6] = kv_used
-            block[:, 7] = 0
+            block = np.zeros((n, len(self.COLUMNS)))
+            col = self.COLUMNS.index
+            block[:, col("replica")] = replica
+            block[:, col("start_s")] = starts
+            block[:, col("duration_s")] = durations
+            block[:, col("decode_tokens")] = seqs
+            block[:, col("num_seqs")] = seqs
+            block[:, col("sampled")] = seqs
+            block[:, col("kv_blocks_used")] = kv_used
+            block[:, col("decode_context")] = context
             self._chunks.append(block)
 
     def _flush(self) -> None:
@@ -102,8 +108,7 @@ class StepLog:
         data = (np.concatenate(self._chunks) if self._chunks
                 else np.empty((0, len(self.COLUMNS))))
         df = pd.DataFrame(data, columns=list(self.COLUMNS))
-        for col in ("replica", "prefill_tokens", "decode_tokens", "num_seqs", "kv_blocks_used",
-                    "preemptions"):
+        for col in self.INTEGER:
             df[col] = df[col].astype(np.int64)
         return df.sort_values(["start_s", "replica"], kind="stable").reset_index(drop=True)
 

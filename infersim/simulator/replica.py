@@ -73,8 +73,7 @@ class Replica:
             duration = self.cost.step_time(plan.shape)
             yield env.timeout(duration)
             finished = sched.complete(plan, env.now, self._itl)
-            self.steps.add(self.index, start, duration, plan.prefill_tokens, plan.decode_seqs,
-                           len(plan.scheduled), sched.kv.used, plan.preempted)
+            self.steps.add(self.index, start, duration, plan, sched.kv.used)
             self._finish(finished)
             if self.check:
                 self._check_invariants(plan)
@@ -110,7 +109,7 @@ class Replica:
         finished = sched.advance_decodes(done, ends, self._itl)
         used[-1] = sched.kv.used  # the last step released the blocks of what it finished
         starts = np.concatenate(([start], ends[:done - 1]))
-        self.steps.add_run(self.index, starts, times[:done], n, used)
+        self.steps.add_run(self.index, starts, times[:done], n, used, context[:done])
         self._finish(finished)
         if self.check:
             self._check_invariants(None)
