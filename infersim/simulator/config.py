@@ -35,6 +35,8 @@ class SchedulerConfig(_Section):
     max_num_batched_tokens: int | None = Field(None, ge=1)
     long_prefill_token_threshold: int = Field(0, ge=0)
     enable_chunked_prefill: bool = True
+    reserve_full_isl: bool = Field(True, description="vLLM's scheduler_reserve_full_isl: "
+                                   "admit a request only if its whole prompt fits")
     block_size: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     num_gpu_blocks: int | None = Field(None, ge=1, description="KV blocks per replica; "

@@ -46,6 +46,7 @@ def engine_limits(cfg: SimConfig, device) -> SchedulerLimits:
         max_num_batched_tokens=s.max_num_batched_tokens or (8192 if large else 2048),
         long_prefill_token_threshold=s.long_prefill_token_threshold,
         enable_chunked_prefill=s.enable_chunked_prefill,
+        reserve_full_isl=s.reserve_full_isl,
     )
 
 
@@ -68,9 +69,11 @@ def kv_blocks(cfg: SimConfig, cost: CostModel, limits: SchedulerLimits
 
 
 def simulate(cfg: SimConfig, requests: RequestTable | None = None,
-             progress: Callable[[int, int], None] | None = None) -> SimResult:
-    """Run ``cfg`` (its workload, or the given ``requests``) to completion."""
-    cost = build_cost_model(cfg)
+             progress: Callable[[int, int], None] | None = None,
+             cost: CostModel | None = None) -> SimResult:
+    """Run ``cfg`` to completion. ``requests`` replaces the config's workload and ``cost``
+    the cost model it would build (both for studies and tests)."""
+    cost = cost or build_cost_model(cfg)
     limits = engine_limits(cfg, cost.placement.device)
     blocks, memory = kv_blocks(cfg, cost, limits)
     table = requests if requests is not None else build_requests(cfg.workload, cfg.seed)

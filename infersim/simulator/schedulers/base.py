@@ -22,6 +22,7 @@ class SchedulerLimits:
     max_num_batched_tokens: int
     long_prefill_token_threshold: int = 0
     enable_chunked_prefill: bool = True
+    reserve_full_isl: bool = True  # admit only when the whole sequence's blocks are free
 
 
 @dataclass

@@ -6,6 +6,9 @@ up with its length, under the token budget ``max_num_batched_tokens`` and the se
 the tail of the running list is preempted (recompute) until it can, or the request itself
 is. A step that preempted admits nobody; otherwise waiting requests are admitted in FCFS
 order while budget, cap and KV blocks allow (the first that does not fit stops admission).
+With ``reserve_full_isl`` (vLLM's ``scheduler_reserve_full_isl``, on by default since it was
+introduced) a waiting request is admitted only if the blocks of its whole sequence (prompt
+plus any output generated before a preemption) are free, not just those of its first chunk.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class VllmV1Scheduler(Scheduler):
             full = req.prompt_len + req.num_output - req.num_computed
             if not self.limits.enable_chunked_prefill and full > budget:
                 break
+            if self.limits.reserve_full_isl and not self._fits_whole(req, kv.free):
+                break
             if not kv.allocate(req, new):
                 break
             waiting.popleft()
@@ -89,5 +94,10 @@ class VllmV1Scheduler(Scheduler):
         full = head.prompt_len + head.num_output - head.num_computed
         if not self.limits.enable_chunked_prefill and full > budget:
             return False
+        if self.limits.reserve_full_isl and not self._fits_whole(head, free_after_decodes):
+            return False
         need = self.kv.blocks_for(head.num_computed + new) - head.blocks
         return need <= free_after_decodes
+
+    def _fits_whole(self, req, free: int) -> bool:
+        return self.kv.blocks_for(req.prompt_len + req.num_output) - req.blocks <= free
