@@ -15,8 +15,8 @@ import json
 import time
 
 import numpy as np
-
 from _common import DATA, machine, require, stats, write
+
 from infersim.simulator import SimConfig, simulate
 from infersim.workloads import RequestTable
 

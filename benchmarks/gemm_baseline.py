@@ -89,9 +89,11 @@ def load_rows(data: Path) -> pd.DataFrame:
 
 
 def summarise(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    def stats(g: pd.DataFrame) -> pd.Series:
+    out = []
+    for key, g in rows.groupby(by, sort=False):
         worst = g.loc[g.ape.idxmax()]
-        return pd.Series({
+        out.append({
+            **dict(zip(by, key, strict=True)),
             "shapes": len(g),
             "mape_pct": 100 * g.ape.mean(),
             "median_ape_pct": 100 * g.ape.median(),
@@ -100,8 +102,7 @@ def summarise(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                            f"n={worst.n:g} k={worst.k:g}",
             "median_pred_over_meas": g.ratio.median(),
         })
-
-    return rows.groupby(by, sort=False).apply(stats, include_groups=False).reset_index()
+    return pd.DataFrame(out)
 
 
 def markdown(df: pd.DataFrame) -> str:

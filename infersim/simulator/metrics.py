@@ -212,7 +212,8 @@ def summarize(requests: pd.DataFrame, steps: StepLog, itl: LogHistogram,
             ok &= np.nan_to_num(values, nan=0.0) <= limit
     summary["slo"] = {k: v for k, v in slo.items() if v is not None}
     summary["goodput"] = float(ok.sum()) / duration
-    summary["slo_attainment"] = float(ok.mean()) if len(done) else math.nan
+    # unfinished and rejected requests miss every SLO
+    summary["slo_attainment"] = float(ok.sum()) / len(requests) if len(requests) else math.nan
     summary["num_preemptions"] = int(requests["preemptions"].sum())
     summary["num_steps"] = steps.count
     summary["busy_fraction"] = steps.busy_s / (duration * replicas)
