@@ -9,6 +9,7 @@ from infersim.costmodels import BatchShape, CostModel
 from infersim.simulator.metrics import LogHistogram, RequestLog, StepLog
 from infersim.simulator.request import Request
 from infersim.simulator.schedulers import Scheduler
+from infersim.simulator.schedulers.base import DecodeRun
 
 MAX_RUN_STEPS = 4096  # longest run of decode steps advanced at once
 ITL_FLUSH = 1 << 16
@@ -60,8 +61,8 @@ class Replica:
                 self._wake = None
                 continue
             if self.fast_forward:
-                run = sched.decode_run_limit(MAX_RUN_STEPS)
-                if run:
+                run = sched.decode_run(MAX_RUN_STEPS)
+                if run is not None:
                     yield from self._decode_run(run)
                     continue
             start = env.now
@@ -78,16 +79,12 @@ class Replica:
             if self.check:
                 self._check_invariants(plan)
 
-    def _decode_run(self, steps: int):
-        """Advance ``steps`` identical decode steps, or fewer if a request arrives at an
+    def _decode_run(self, run: DecodeRun):
+        """Advance a run of identical decode steps, or fewer if a request arrives at an
         idle queue: the step in progress then completes and normal stepping resumes."""
         env, sched = self.env, self.scheduler
-        running = sched.running
-        n = len(running)
-        computed = np.fromiter((r.num_computed for r in running), np.int64, n)
-        blocks = np.fromiter((r.blocks for r in running), np.int64, n)
-        demand = sched.block_demand(computed, blocks, steps)
-        context = int(computed.sum()) + n * np.arange(steps)
+        n, steps = len(sched.running), run.steps
+        context = run.context + n * np.arange(steps)
         times = np.asarray(self.cost.step_time(BatchShape(decode_seqs=n, decode_context=context,
                                                           sampled=n)), dtype=np.float64)
         start = env.now
@@ -103,7 +100,7 @@ class Replica:
             if woke:
                 done = min(int(np.searchsorted(ends, env.now, side="right")) + 1, steps)
                 yield env.timeout(max(float(ends[done - 1]) - env.now, 0.0))
-        used = sched.kv.used + demand[:done]
+        used = sched.kv.used + run.demand[:done]
         if done > 1:
             self.itl.add(times[1:done], n)
         finished = sched.advance_decodes(done, ends, self._itl)

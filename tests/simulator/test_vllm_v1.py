@@ -154,14 +154,14 @@ def test_request_finishes_after_its_output_and_frees_blocks(make_v1, new_request
     assert sched.kv.free == 100 and not sched.running
 
 
-def test_decode_run_limit_stops_at_finish_and_block_exhaustion(make_v1, new_request):
+def test_decode_run_stops_at_a_finish_at_block_exhaustion_and_at_admission(make_v1, new_request):
     sched = make_v1(blocks=100, block_size=4)
     _fill(sched, [8, 8], [6, 50])
-    assert sched.decode_run_limit(1000) == 5  # the first finishes after 5 more tokens
+    assert sched.decode_run(1000).steps == 5  # the first finishes after 5 more tokens
     sched2 = make_v1(blocks=6, block_size=4)
     _fill(sched2, [8, 8], [50, 50])  # 4 blocks held, 2 free: each needs a block at once,
-    assert sched2.decode_run_limit(1000) == 4  # then again after 4 tokens: no room
+    assert sched2.decode_run(1000).steps == 4  # then again after 4 tokens: no room
     sched3 = make_v1(blocks=100, block_size=4)
     _fill(sched3, [8, 8], [50, 50])
     sched3.add(new_request(9, 4, 4))
-    assert sched3.decode_run_limit(1000) == 0  # the next step admits someone
+    assert sched3.decode_run(1000) is None  # the next step admits someone

@@ -67,6 +67,16 @@ class StepPlan:
         return self.decode_seqs + self.prefill_tokens
 
 
+@dataclass(frozen=True)
+class DecodeRun:
+    """``steps`` identical decode steps of the running requests: their cached tokens at the
+    start (summed) and the new KV blocks they need by the end of each step (cumulative)."""
+
+    steps: int
+    context: int
+    demand: np.ndarray
+
+
 SCHEDULERS: dict[str, type[Scheduler]] = {}
 
 
@@ -113,11 +123,12 @@ class Scheduler:
     def schedule(self, now: float) -> StepPlan:
         raise NotImplementedError
 
-    def decode_run_limit(self, max_steps: int) -> int:
-        """How many of the next steps are certain to be identical decode steps of every
-        running request (no admission, preemption or finish before the last); 0 if unknown.
-        Lets the replica advance many steps at once; policies may leave it at 0."""
-        return 0
+    def decode_run(self, max_steps: int) -> DecodeRun | None:
+        """The next steps that are certain to be identical decode steps of every running
+        request (no admission, preemption or finish before the last), or None if there are
+        fewer than two or the policy cannot tell. Lets the replica advance many steps at
+        once; a policy may leave it at None."""
+        return None
 
     def admit(self, req: Request, now: float) -> None:
         req.status = RUNNING

@@ -13,7 +13,9 @@ plus any output generated before a preemption) are free, not just those of its f
 
 from __future__ import annotations
 
-from infersim.simulator.schedulers.base import Scheduler, StepPlan, register
+import numpy as np
+
+from infersim.simulator.schedulers.base import DecodeRun, Scheduler, StepPlan, register
 
 
 @register("vllm_v1")
@@ -64,22 +66,22 @@ class VllmV1Scheduler(Scheduler):
             budget -= new
         return plan
 
-    def decode_run_limit(self, max_steps: int) -> int:
+    def decode_run(self, max_steps: int) -> DecodeRun | None:
         state = self.decode_state()
         if state is None:
-            return 0
+            return None
         computed, blocks, left = state
         steps = int(min(left.min(), max_steps))
         if steps < 2:
-            return 0
+            return None
         demand = self.block_demand(computed, blocks, steps)
         free = self.kv.free
-        if demand[0] > free:
-            return 0  # the next step preempts
-        if self._can_admit(free - int(demand[0])):
-            return 0
-        fits = int((demand <= free).sum())  # demand is non-decreasing
-        return fits if fits >= 2 else 0
+        if demand[0] > free or self._can_admit(free - int(demand[0])):
+            return None  # the next step preempts or admits
+        fits = int(np.searchsorted(demand, free, side="right"))  # demand is non-decreasing
+        if fits < 2:
+            return None
+        return DecodeRun(fits, int(computed.sum()), demand[:fits])
 
     def _can_admit(self, free_after_decodes: int) -> bool:
         """Would the next step admit the head of the waiting queue? Free blocks only shrink
