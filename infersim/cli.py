@@ -22,6 +22,9 @@ cost_app = typer.Typer(help="What one engine step (or one op) costs.")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
 app.add_typer(cost_app, name="cost")
+optimize_app = typer.Typer(help="Upper bounds: optimal draft trees and schedules.",
+                           no_args_is_help=True)
+app.add_typer(optimize_app, name="optimize")
 
 out = Console()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -295,6 +298,12 @@ def run(
     out.print(*_summary_tables(s))
     out.print(f"simulated {s['duration_s']:,.1f} s in {wall:.2f} s of wall time; lowest input "
               f"grade {s['lowest_grade']}" + (f"; results in {out_dir}" if out_dir else ""))
+
+
+# --- optimize tree (speculative decoding) ----------------------------------------------------
+
+
+# --- optimize schedule (CP-SAT) ------------------------------------------------------------
 
 
 def main() -> None:
