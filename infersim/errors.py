@@ -61,5 +61,5 @@ def config_error_from(exc: Exception, where: str = "",
     if first.get("type") == "extra_forbidden":
         message = "unknown key; remove it or check its spelling"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    value = None if first.get("type") == "missing" else first.get("input")
+    value = None if first.get("type") == "missing" or not loc else first.get("input")
     return ConfigError(field, value, message + more)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infersim.errors import ConfigError, config_error_from
 from infersim.workloads import WorkloadConfig
@@ -41,6 +48,17 @@ class SchedulerConfig(_Section):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     num_gpu_blocks: int | None = Field(None, ge=1, description="KV blocks per replica; "
                                        "None: computed from memory")
+    enable_prefix_caching: bool = Field(True, description="reuse cached KV blocks of equal "
+                                        "prefixes (needs prefix ids in the workload)")
+    policy: Literal["fcfs", "priority", "sjf"] = Field(
+        "fcfs", description="waiting order and preemption victim (sjf: shortest remaining "
+        "prompt + output first, an oracle of the output length)")
+    preemption: Literal["recompute", "swap"] = "recompute"
+    swap_space_gib: float = Field(4.0, ge=0, description="host memory per replica for "
+                                  "swapped-out KV (vLLM's swap_space)")
+    watermark: float | None = Field(None, ge=0, lt=1, description="share of KV blocks kept "
+                                    "free at admission (None: the scheduler's default; "
+                                    "vLLM V0 uses 0.01)")
 
 
 class SloConfig(_Section):
@@ -49,9 +67,48 @@ class SloConfig(_Section):
     e2el_ms: float | None = Field(None, gt=0)
 
 
+def _known_router(name: str | None) -> str | None:
+    from infersim.simulator.routers import ROUTERS
+
+    if name is not None and name not in ROUTERS:
+        raise ValueError(f"unknown router {name!r}; allowed: {', '.join(sorted(ROUTERS))}")
+    return name
+
+
+class PoolConfig(_Section):
+    """A group of identical replicas. Fields left out take the top-level value; a
+    ``scheduler`` block overrides only the keys it sets. ``role``: ``mixed`` replicas serve
+    whole requests; ``prefill`` replicas compute prompts and hand the KV cache to ``decode``
+    replicas (disaggregated serving)."""
+
+    name: str
+    role: Literal["mixed", "prefill", "decode"] = "mixed"
+    device: str | None = None
+    device_file: Path | None = None
+    dtype: str | None = None
+    kv_dtype: str | None = None
+    placement: PlacementConfig | None = None
+    replicas: int | None = Field(None, ge=1)
+    scheduler: SchedulerConfig | None = None
+
+
+class KvTransferConfig(_Section):
+    """How prefill replicas hand a request's KV cache to decode replicas."""
+
+    link: str = Field("infiniband-ndr", description="link between a prefill and a decode "
+                      "replica (per rank; ranks send their shards in parallel)")
+    layerwise: bool = Field(True, description="send each layer as soon as it is computed, "
+                            "overlapping the transfer with the rest of the prefill")
+    router: str = Field("least_outstanding", description="picks the decode replica")
+
+    _router = field_validator("router")(classmethod(lambda cls, v: _known_router(v)))
+
+
 class SimConfig(_Section):
     """Everything one run needs. ``model`` is a catalog name, HF id or config.json path;
-    ``device`` a catalog name unless ``device_file`` is given."""
+    ``device`` a catalog name unless ``device_file`` is given. Without ``pools`` the
+    top-level device, placement, replicas and scheduler make one pool of mixed replicas;
+    with ``pools`` they are the defaults each pool inherits."""
 
     model: str = "llama-3.1-8b"
     device: str | None = "h100-sxm"
@@ -62,6 +119,8 @@ class SimConfig(_Section):
     replicas: int = Field(1, ge=1)
     router: str = "round_robin"
     scheduler: SchedulerConfig = SchedulerConfig()
+    pools: tuple[PoolConfig, ...] = ()
+    kv_transfer: KvTransferConfig = KvTransferConfig()
     workload: WorkloadConfig = WorkloadConfig(arrival={"process": "poisson", "rate": 10.0},
                                               num_requests=2000)
     slo: SloConfig = SloConfig(ttft_ms=500.0, tpot_ms=50.0)
@@ -71,14 +130,43 @@ class SimConfig(_Section):
                                "once (same results, much faster)")
     check: bool = Field(False, description="check invariants at every step (slower)")
 
-    @field_validator("router")
-    @classmethod
-    def _known_router(cls, name: str) -> str:
-        from infersim.simulator.routers import ROUTERS
+    _router = field_validator("router")(classmethod(lambda cls, v: _known_router(v)))
 
-        if name not in ROUTERS:
-            raise ValueError(f"unknown router {name!r}; allowed: {', '.join(sorted(ROUTERS))}")
-        return name
+    @model_validator(mode="after")
+    def _pool_roles(self) -> SimConfig:
+        roles = {p.role for p in self.pools}
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        if ("prefill" in roles) != ("decode" in roles) or ("mixed" in roles and len(roles) > 1):
+            raise ValueError(f"pools: roles {sorted(roles)}: use only mixed pools, or prefill "
+                             "and decode pools together")
+        return self
+
+    def resolved_pools(self) -> list[PoolConfig]:
+        """Every pool with the top-level defaults filled in (one mixed pool if none)."""
+        pools = self.pools or (PoolConfig(name="default"),)
+        out = []
+        for pool in pools:
+            scheduler = self.scheduler
+            if pool.scheduler is not None:
+                scheduler = scheduler.model_copy(update={
+                    k: getattr(pool.scheduler, k) for k in pool.scheduler.model_fields_set})
+            own_device = pool.device is not None or pool.device_file is not None
+            out.append(pool.model_copy(update={
+                "device": pool.device if own_device else self.device,
+                "device_file": pool.device_file if own_device else self.device_file,
+                "dtype": pool.dtype or self.dtype,
+                "kv_dtype": pool.kv_dtype or self.kv_dtype,
+                "placement": pool.placement or self.placement,
+                "replicas": pool.replicas or (self.replicas if not self.pools else 1),
+                "scheduler": scheduler,
+            }))
+        return out
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(p.role == "prefill" for p in self.pools)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "config", base_dir: Path | None = None
@@ -98,6 +186,10 @@ class SimConfig(_Section):
             update: dict[str, Any] = {"workload": cfg.workload.with_base_dir(base_dir)}
             if cfg.device_file is not None and not cfg.device_file.is_absolute():
                 update["device_file"] = base_dir / cfg.device_file
+            update["pools"] = tuple(
+                p.model_copy(update={"device_file": base_dir / p.device_file})
+                if p.device_file is not None and not p.device_file.is_absolute() else p
+                for p in cfg.pools)
             cfg = cfg.model_copy(update=update)
         return cfg
 

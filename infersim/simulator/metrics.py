@@ -55,9 +55,10 @@ class StepLog:
 
     COLUMNS = ("replica", "start_s", "duration_s", "prefill_tokens", "decode_tokens",
                "num_seqs", "kv_blocks_used", "preemptions", "prefill_seqs", "decode_context",
-               "prefill_context", "prefill_qk", "prefill_qq", "sampled")
+               "prefill_context", "prefill_qk", "prefill_qq", "sampled", "swapped_blocks")
     INTEGER = ("replica", "prefill_tokens", "decode_tokens", "num_seqs", "kv_blocks_used",
-               "preemptions", "prefill_seqs", "decode_context", "prefill_context", "sampled")
+               "preemptions", "prefill_seqs", "decode_context", "prefill_context", "sampled",
+               "swapped_blocks")
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -74,7 +75,8 @@ class StepLog:
             self._rows.append((replica, start, duration, plan.prefill_tokens, plan.decode_seqs,
                                len(plan.scheduled), kv_used, plan.preempted, plan.prefill_seqs,
                                plan.decode_context, plan.prefill_context, plan.prefill_qk,
-                               plan.prefill_qq, plan.sampled))
+                               plan.prefill_qq, plan.sampled,
+                               plan.swapped_in + plan.swapped_out))
             if len(self._rows) >= 65536:
                 self._flush()
 
@@ -127,12 +129,17 @@ class RequestLog:
         self.replica = np.full(n, -1, dtype=np.int64)
         self.generated = np.zeros(n, dtype=np.int64)
         self.rejected = np.zeros(n, dtype=bool)
+        self.priority = np.zeros(n, dtype=np.int64)
+        self.prefix_hit_tokens = np.zeros(n, dtype=np.int64)
+        self.kv_transfer_bytes = np.zeros(n)
+        self.kv_transfer_s = np.zeros(n)
 
     def arrived(self, req: Request) -> None:
         i = req.id
         self.arrival[i] = req.arrival
         self.prompt[i] = req.prompt_len
         self.output[i] = req.output_len
+        self.priority[i] = req.priority
 
     def record(self, req: Request, finish: float | None) -> None:
         """Store a request's timestamps (``finish`` None: it did not finish)."""
@@ -143,6 +150,9 @@ class RequestLog:
         self.preemptions[i] = req.preemptions
         self.replica[i] = req.replica
         self.generated[i] = req.num_output
+        self.prefix_hit_tokens[i] = req.prefix_hit_tokens
+        self.kv_transfer_bytes[i] = req.kv_transfer_bytes
+        self.kv_transfer_s[i] = req.kv_transfer_s
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame({
@@ -157,6 +167,10 @@ class RequestLog:
             "finish_s": self.finish,
             "preemptions": self.preemptions,
             "rejected": self.rejected,
+            "priority": self.priority,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
+            "kv_transfer_bytes": self.kv_transfer_bytes,
+            "kv_transfer_s": self.kv_transfer_s,
         })
         df["finished"] = np.isfinite(df["finish_s"].to_numpy())
         df["ttft_s"] = df["first_token_s"] - df["arrival_s"]

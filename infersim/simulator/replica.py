@@ -6,7 +6,7 @@ import numpy as np
 import simpy
 
 from infersim.costmodels import BatchShape, CostModel
-from infersim.simulator.metrics import LogHistogram, RequestLog, StepLog
+from infersim.simulator.metrics import LogHistogram, StepLog
 from infersim.simulator.request import Request
 from infersim.simulator.schedulers import Scheduler
 from infersim.simulator.schedulers.base import DecodeRun
@@ -25,12 +25,16 @@ class Replica:
     identical decode steps (no admission, preemption or finish possible before their end)
     are advanced at once, with one vectorised cost call, and cut short by an arrival."""
 
-    def __init__(self, env: simpy.Environment, index: int, scheduler: Scheduler,
-                 cost: CostModel, requests: RequestLog, steps: StepLog, itl: LogHistogram,
-                 on_finish, fast_forward: bool = True, check: bool = False) -> None:
-        self.env, self.index, self.scheduler, self.cost = env, index, scheduler, cost
-        self.requests, self.steps, self.itl = requests, steps, itl
-        self.on_finish = on_finish
+    def __init__(self, env: simpy.Environment, index: int, pool: str, scheduler: Scheduler,
+                 cost: CostModel, steps: StepLog, itl: LogHistogram, on_done,
+                 max_tokens: int, swap_s_per_block: float = 0.0, fast_forward: bool = True,
+                 check: bool = False) -> None:
+        self.env, self.index, self.pool = env, index, pool
+        self.scheduler, self.cost = scheduler, cost
+        self.steps, self.itl = steps, itl
+        self.on_done = on_done  # called with (replica, finished requests, last step seconds)
+        self.max_tokens = max_tokens  # the longest sequence its KV cache can hold
+        self.swap_s_per_block = swap_s_per_block
         self.fast_forward = fast_forward
         self.check = check
         self._wake: simpy.Event | None = None
@@ -40,6 +44,11 @@ class Replica:
     @property
     def outstanding(self) -> int:
         return self.scheduler.outstanding
+
+    @property
+    def kv_usage(self) -> float:
+        kv = self.scheduler.kv
+        return kv.used / kv.total
 
     def add(self, req: Request) -> None:
         req.replica = self.index
@@ -67,15 +76,17 @@ class Replica:
                     continue
             start = env.now
             plan = sched.schedule(start)
-            if not plan.scheduled:
+            if not plan.scheduled and not plan.preempted:
                 raise InvariantError(f"replica {self.index} has work but scheduled nothing: "
                                      f"{len(sched.running)} running, {len(sched.waiting)} "
                                      f"waiting, {sched.kv.free} free blocks")
-            duration = self.cost.step_time(plan.shape)
+            duration = self.cost.step_time(plan.shape) if plan.num_tokens else 0.0
+            if plan.swapped_in or plan.swapped_out:  # KV copies over the host link
+                duration += (plan.swapped_in + plan.swapped_out) * self.swap_s_per_block
             yield env.timeout(duration)
             finished = sched.complete(plan, env.now, self._itl)
             self.steps.add(self.index, start, duration, plan, sched.kv.used)
-            self._finish(finished)
+            self._finish(finished, duration)
             if self.check:
                 self._check_invariants(plan)
 
@@ -107,22 +118,19 @@ class Replica:
         used[-1] = sched.kv.used  # the last step released the blocks of what it finished
         starts = np.concatenate(([start], ends[:done - 1]))
         self.steps.add_run(self.index, starts, times[:done], n, used, context[:done])
-        self._finish(finished)
+        self._finish(finished, float(times[done - 1]))
         if self.check:
             self._check_invariants(None)
 
-    def _finish(self, finished: list[Request]) -> None:
-        now = self.env.now
-        for req in finished:
-            self.requests.record(req, now)
+    def _finish(self, finished: list[Request], last_step: float) -> None:
         if len(self._itl) >= ITL_FLUSH:
             self.flush()
         if finished:
-            self.on_finish(len(finished))
+            self.on_done(self, finished, last_step)
 
     def _check_invariants(self, plan) -> None:
         sched, kv, now = self.scheduler, self.scheduler.kv, self.env.now
-        held = sum(r.blocks for r in sched.running) + sum(r.blocks for r in sched.waiting)
+        held = kv.held_by([*sched.running, *sched.waiting, *sched.swapped])
         if held != kv.used or not 0 <= kv.free <= kv.total:
             raise InvariantError(f"KV blocks: held {held}, used {kv.used}, total {kv.total}")
         if now < self._last_now:
@@ -130,7 +138,8 @@ class Replica:
         self._last_now = now
         if len(sched.running) > sched.limits.max_num_seqs:
             raise InvariantError(f"{len(sched.running)} running > max_num_seqs")
-        if plan is not None and plan.num_tokens > sched.limits.max_num_batched_tokens:
+        if (plan is not None and sched.obeys_token_budget
+                and plan.num_tokens > sched.limits.max_num_batched_tokens):
             raise InvariantError(f"step of {plan.num_tokens} tokens exceeds the budget")
         for r in sched.running:
             if not (r.arrival <= r.first_scheduled <= now) or r.num_computed > r.num_tokens:

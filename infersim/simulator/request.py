@@ -1,32 +1,47 @@
-"""A request's mutable state while it is inside a replica."""
+"""A request's mutable state while it is inside the cluster."""
 
 from __future__ import annotations
 
-WAITING, RUNNING, FINISHED = 0, 1, 2
+import numpy as np
+
+WAITING, RUNNING, FINISHED, SWAPPED = 0, 1, 2, 3
 
 
 class Request:
     """Token-centric state, as in vLLM V1: the engine computes tokens until
     ``num_computed`` catches up with ``num_tokens`` (prompt + generated so far); reaching it
-    samples the next output token."""
+    samples the next output token.
 
-    __slots__ = ("arrival", "blocks", "first_scheduled", "first_token", "id", "last_token",
-                 "num_computed", "num_output", "output_len", "preemptions", "prompt_len",
-                 "replica", "status")
+    ``block_hashes`` identify the content of its KV blocks (prefix caching); ``handoff``
+    marks a request a prefill replica computes and hands to a decode replica."""
 
-    def __init__(self, rid: int, arrival: float, prompt_len: int, output_len: int) -> None:
+    __slots__ = ("arrival", "block_hashes", "blocks", "cached_keys", "first_scheduled",
+                 "first_token", "handoff", "id", "kv_transfer_bytes", "kv_transfer_s",
+                 "last_token", "num_computed", "num_output", "output_len", "preemptions",
+                 "prefix_hit_tokens", "priority", "prompt_len", "replica", "status", "swapped")
+
+    def __init__(self, rid: int, arrival: float, prompt_len: int, output_len: int,
+                 priority: int = 0, block_hashes: np.ndarray | None = None) -> None:
         self.id = rid
         self.arrival = arrival
         self.prompt_len = prompt_len
         self.output_len = output_len
+        self.priority = priority
+        self.block_hashes = block_hashes
         self.num_computed = 0
         self.num_output = 0
         self.blocks = 0
+        self.cached_keys: list[int] = []
         self.first_scheduled = -1.0
         self.first_token = -1.0
         self.last_token = -1.0
         self.preemptions = 0
+        self.prefix_hit_tokens = 0
         self.replica = -1
+        self.handoff = False
+        self.kv_transfer_bytes = 0.0
+        self.kv_transfer_s = 0.0
+        self.swapped = 0  # blocks of its KV cache held in host memory
         self.status = WAITING
 
     @property
@@ -34,9 +49,9 @@ class Request:
         return self.prompt_len + self.num_output
 
     @property
-    def remaining_tokens(self) -> int:
-        """Tokens still to compute before the next output token is sampled."""
-        return self.prompt_len + self.num_output - self.num_computed
+    def done(self) -> bool:
+        """Finished here: all output generated, or (handoff) the first token sampled."""
+        return self.num_output >= (1 if self.handoff else self.output_len)
 
     def __repr__(self) -> str:
         return (f"Request({self.id}, prompt={self.prompt_len}, out={self.num_output}/"

@@ -1,4 +1,6 @@
-"""Routers: which replica serves an arriving request. Registered by name."""
+"""Routers: which replica serves a request. Small policies registered by name; each is a
+factory taking the routing random stream and returning ``route(replicas, request) -> index``.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +16,31 @@ class Routable(Protocol):
     @property
     def outstanding(self) -> int: ...
 
+    @property
+    def kv_usage(self) -> float: ...
 
-Router = Callable[[Sequence[Routable]], int]
-ROUTERS: dict[str, Callable[[np.random.Generator], Router]] = {}
+
+Route = Callable[[Sequence[Routable], object], int]
+ROUTERS: dict[str, Callable[[np.random.Generator], Route]] = {}
 
 
 def register(name: str):
-    def wrap(factory: Callable[[np.random.Generator], Router]):
+    def wrap(factory: Callable[[np.random.Generator], Route]):
         ROUTERS[name] = factory
         return factory
 
     return wrap
 
 
+def _argmin(replicas: Sequence[Routable], key) -> int:
+    return min(range(len(replicas)), key=lambda i: (key(replicas[i]), i))
+
+
 @register("round_robin")
-def round_robin(rng: np.random.Generator) -> Router:
+def round_robin(rng: np.random.Generator) -> Route:
     state = {"next": 0}
 
-    def route(replicas: Sequence[Routable]) -> int:
+    def route(replicas: Sequence[Routable], req: object) -> int:
         i = state["next"] % len(replicas)
         state["next"] = i + 1
         return i
@@ -40,10 +49,45 @@ def round_robin(rng: np.random.Generator) -> Router:
 
 
 @register("least_outstanding")
-def least_outstanding(rng: np.random.Generator) -> Router:
+def least_outstanding(rng: np.random.Generator) -> Route:
     """The replica with the fewest waiting + running requests (lowest index on ties)."""
+    return lambda replicas, req: _argmin(replicas, lambda r: r.outstanding)
 
-    def route(replicas: Sequence[Routable]) -> int:
-        return min(range(len(replicas)), key=lambda i: replicas[i].outstanding)
+
+@register("least_kv")
+def least_kv(rng: np.random.Generator) -> Route:
+    """The replica with the smallest share of its KV cache in use, then fewest requests."""
+    return lambda replicas, req: _argmin(replicas, lambda r: (r.kv_usage, r.outstanding))
+
+
+@register("power_of_two")
+def power_of_two(rng: np.random.Generator) -> Route:
+    """Two replicas drawn at random; the one with fewer outstanding requests (Mitzenmacher's
+    power of two choices)."""
+
+    def route(replicas: Sequence[Routable], req: object) -> int:
+        if len(replicas) == 1:
+            return 0
+        a, b = (int(x) for x in rng.choice(len(replicas), size=2, replace=False))
+        return a if (replicas[a].outstanding, a) <= (replicas[b].outstanding, b) else b
+
+    return route
+
+
+@register("prefix_affinity")
+def prefix_affinity(rng: np.random.Generator) -> Route:
+    """Requests whose prompts start with the same block go to the same replica (hash of the
+    first prefix block), so they share its prefix cache; requests without prefix hashes, or
+    whose home replica has twice the mean load plus one, fall back to least outstanding."""
+
+    def route(replicas: Sequence[Routable], req: object) -> int:
+        hashes = getattr(req, "block_hashes", None)
+        if hashes is None or len(hashes) == 0:
+            return _argmin(replicas, lambda r: r.outstanding)
+        home = int(hashes[0]) % len(replicas)
+        mean = sum(r.outstanding for r in replicas) / len(replicas)
+        if replicas[home].outstanding > 2 * mean + 1:
+            return _argmin(replicas, lambda r: r.outstanding)
+        return home
 
     return route

@@ -77,6 +77,33 @@ class TraceReplay(BaseModel):
         return end_s
 
 
+class SharedPrefix(BaseModel):
+    """Requests that start with one of ``count`` system prompts of ``tokens`` tokens (drawn
+    uniformly), the rest of each prompt its own: prefix ids for prefix caching."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens: int = Field(ge=1)
+    count: int = Field(1, ge=1)
+    block_tokens: int = Field(16, ge=1, description="granularity of the prefix ids")
+
+
+class Priorities(BaseModel):
+    """Random priority classes (lower value = more important), drawn with ``weights``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    values: tuple[int, ...] = Field(min_length=1)
+    weights: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> Priorities:
+        w = self.weights
+        if w is not None and (len(w) != len(self.values) or min(w) < 0 or sum(w) <= 0):
+            raise ValueError("weights: one non-negative weight per value, not all zero")
+        return self
+
+
 class WorkloadConfig(BaseModel):
     """Either ``arrival`` (synthetic) or ``trace`` (replay), plus length distributions.
 
@@ -93,6 +120,8 @@ class WorkloadConfig(BaseModel):
     prompt: LengthDistribution | None = None
     output: LengthDistribution | None = None
     num_requests: int | None = Field(None, ge=1)
+    shared_prefix: SharedPrefix | None = None
+    priorities: Priorities | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkloadConfig:

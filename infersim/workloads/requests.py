@@ -12,11 +12,19 @@ from infersim.errors import ConfigError
 @dataclass(frozen=True)
 class RequestTable:
     """Requests as columns: arrival time (s from start, non-decreasing), prompt tokens and
-    output tokens (both >= 1). Columns, not objects, so a million requests cost ~24 MB."""
+    output tokens (both >= 1). Columns, not objects, so a million requests cost ~24 MB.
+
+    Optional: ``priority`` (lower is more important, as in vLLM) and ``prefix_ids``: per
+    request, ids of its prompt's consecutive ``prefix_block_tokens``-token blocks, chained
+    (an id identifies the whole prefix up to the end of its block), so equal ids mean
+    reusable KV cache (the Mooncake trace's ``hash_ids``)."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    priority: np.ndarray | None = None
+    prefix_ids: tuple[np.ndarray, ...] | None = None
+    prefix_block_tokens: int = 0
 
     def __post_init__(self) -> None:
         arrival = np.asarray(self.arrival_s, dtype=np.float64)
@@ -34,6 +42,15 @@ class RequestTable:
         if np.any(prompt < 1) or np.any(output < 1):
             raise ConfigError("requests", "token count < 1",
                               "prompt and output lengths must be >= 1")
+        if self.priority is not None:
+            priority = np.asarray(self.priority, dtype=np.int64)
+            if priority.shape != arrival.shape:
+                raise ConfigError("requests.priority", priority.shape, "one per request")
+            object.__setattr__(self, "priority", priority)
+        if self.prefix_ids is not None and (len(self.prefix_ids) != len(arrival)
+                                            or self.prefix_block_tokens < 1):
+            raise ConfigError("requests.prefix_ids", len(self.prefix_ids),
+                              "one id array per request and prefix_block_tokens >= 1")
         object.__setattr__(self, "arrival_s", arrival)
         object.__setattr__(self, "prompt_tokens", prompt)
         object.__setattr__(self, "output_tokens", output)

@@ -10,7 +10,7 @@ from infersim.hardware import get_device
 from infersim.models import get_model
 from infersim.simulator.kv_cache import BlockManager
 from infersim.simulator.request import Request
-from infersim.simulator.schedulers import SchedulerLimits, make_scheduler
+from infersim.simulator.schedulers import SCHEDULERS, SchedulerLimits, make_scheduler
 
 
 class ConstantCost(CostModel):
@@ -26,14 +26,22 @@ class ConstantCost(CostModel):
 
 
 @pytest.fixture
-def make_v1():
-    def build(blocks: int = 1000, block_size: int = 16, **limits):
+def make_scheduler_of():
+    def build(name: str, blocks: int = 1000, block_size: int = 16, caching: bool = False,
+              **limits):
         limits.setdefault("max_num_seqs", 256)
         limits.setdefault("max_num_batched_tokens", 2048)
-        return make_scheduler("vllm_v1", SchedulerLimits(**limits),
-                              BlockManager(blocks, block_size))
+        cls = SCHEDULERS[name]
+        limits.setdefault("watermark", cls.default_watermark)
+        return make_scheduler(name, cls.effective_limits(SchedulerLimits(**limits)),
+                              BlockManager(blocks, block_size, caching))
 
     return build
+
+
+@pytest.fixture
+def make_v1(make_scheduler_of):
+    return lambda **kw: make_scheduler_of("vllm_v1", **kw)
 
 
 @pytest.fixture

@@ -85,11 +85,11 @@ def test_tail_of_running_is_preempted_when_blocks_run_out(make_v1):
     assert tokens(plan) == {first.id: 1}
     assert first.status == RUNNING and first.blocks == 4
     assert second.status == WAITING and second.num_computed == 0 and second.blocks == 0
-    assert second.preemptions == 1 and sched.waiting[0] is second
+    assert second.preemptions == 1 and sched.waiting.peek() is second
 
 
-def _state(req: Request, computed: int, outputs: int, blocks: int) -> Request:
-    req.num_computed, req.num_output, req.blocks = computed, outputs, blocks
+def _state(req: Request, computed: int, outputs: int) -> Request:
+    req.num_computed, req.num_output = computed, outputs
     return req
 
 
@@ -98,10 +98,12 @@ def test_no_admission_in_a_step_that_preempted(make_v1):
     # With a budget of 5 tokens, B's first recompute chunk (4 tokens, 1 block) would fit in
     # the 3 blocks it freed, but a step that preempted admits nobody.
     sched = make_v1(blocks=5, block_size=4, max_num_batched_tokens=5, reserve_full_isl=False)
-    a = _state(Request(0, 0.0, 4, 10), computed=4, outputs=1, blocks=1)
-    b = _state(Request(1, 0.0, 12, 10), computed=12, outputs=1, blocks=3)
+    a = _state(Request(0, 0.0, 4, 10), computed=4, outputs=1)
+    b = _state(Request(1, 0.0, 12, 10), computed=12, outputs=1)
+    for req in (a, b):
+        sched.kv.grow(req, req.num_computed)
     sched.running = [a, b]
-    sched.kv.free = 1
+    assert sched.kv.free == 1
     plan = sched.schedule(0.0)
     assert plan.preempted == 1 and tokens(plan) == {0: 1}
     assert list(sched.waiting) == [b] and sched.running == [a]
@@ -116,7 +118,7 @@ def test_a_request_that_cannot_grow_preempts_itself(make_v1, new_request):
     step(sched)
     plan, _ = step(sched)  # needs a 3rd block and nobody else to preempt
     assert plan.preempted == 1 and not plan.scheduled
-    assert sched.waiting[0].id == 0 and not sched.running
+    assert sched.waiting.peek().id == 0 and not sched.running
 
 
 def test_preempted_request_recomputes_prompt_and_output(make_v1):

@@ -1,4 +1,5 @@
-"""What every scheduler shares: queues, the KV cache, a registry, and applying a step."""
+"""What every scheduler shares: queues, the KV cache, admission, preemption (recompute or
+swap), applying a finished step, and advancing runs of identical decode steps at once."""
 
 from __future__ import annotations
 
@@ -9,28 +10,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infersim.costmodels import BatchShape
-from infersim.errors import UnknownNameError
+from infersim.errors import ConfigError, UnknownNameError
 from infersim.simulator.kv_cache import BlockManager
-from infersim.simulator.request import FINISHED, RUNNING, WAITING, Request
+from infersim.simulator.request import FINISHED, RUNNING, SWAPPED, WAITING, Request
+from infersim.simulator.schedulers.queues import POLICIES, make_queue
 
 
 @dataclass(frozen=True)
 class SchedulerLimits:
-    """Engine limits every scheduler obeys (vLLM's names)."""
+    """Engine limits and policy choices every scheduler obeys (vLLM's names)."""
 
     max_num_seqs: int
     max_num_batched_tokens: int
     long_prefill_token_threshold: int = 0
     enable_chunked_prefill: bool = True
     reserve_full_isl: bool = True  # admit only when the whole sequence's blocks are free
+    policy: str = "fcfs"  # fcfs | priority | sjf: waiting order and preemption victim
+    preemption: str = "recompute"  # recompute | swap
+    swap_blocks: int = 0  # host blocks for swapped-out KV
+    watermark: float = 0.0  # share of blocks kept free when admitting
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError("scheduler.policy", self.policy, f"allowed: {', '.join(POLICIES)}")
+        if self.preemption not in ("recompute", "swap"):
+            raise ConfigError("scheduler.preemption", self.preemption,
+                              "allowed: recompute, swap")
 
 
 @dataclass
 class StepPlan:
-    """One step: which requests compute how many new tokens, and what it preempted."""
+    """One step: which requests compute how many new tokens, what it preempted and swapped,
+    and the batch aggregates the cost model needs."""
 
     scheduled: list[tuple[Request, int]] = field(default_factory=list)
     preempted: int = 0
+    swapped_out: int = 0  # blocks moved to host memory in this step
+    swapped_in: int = 0  # blocks moved back
     decode_seqs: int = 0
     decode_context: int = 0
     prefill_seqs: int = 0
@@ -43,18 +59,29 @@ class StepPlan:
     def add(self, req: Request, new: int) -> None:
         """Schedule ``new`` tokens of ``req`` (its num_computed is still the old value)."""
         self.scheduled.append((req, new))
-        k = req.num_computed
-        if new == 1:
-            self.decode_seqs += 1
-            self.decode_context += k
+        self.count(new, req.num_computed, req.num_computed + new >= req.num_tokens)
+
+    def count(self, q: int, k: int, sampled: bool, sign: int = 1) -> None:
+        """Account one sequence computing ``q`` tokens on ``k`` cached ones (also used for
+        padding that computes but belongs to no request; ``sign`` -1 takes one out)."""
+        if q == 1:
+            self.decode_seqs += sign
+            self.decode_context += sign * k
         else:
-            self.prefill_seqs += 1
-            self.prefill_tokens += new
-            self.prefill_context += k
-            self.prefill_qk += new * k
-            self.prefill_qq += new * (new + 1) / 2
-        if k + new >= req.num_tokens:
-            self.sampled += 1
+            self.prefill_seqs += sign
+            self.prefill_tokens += sign * q
+            self.prefill_context += sign * k
+            self.prefill_qk += sign * q * k
+            self.prefill_qq += sign * q * (q + 1) / 2
+        self.sampled += sign * sampled
+
+    def drop(self, req: Request) -> None:
+        """Take ``req`` out of this step if it was scheduled (before it is preempted)."""
+        for i, (r, new) in enumerate(self.scheduled):
+            if r is req:
+                del self.scheduled[i]
+                self.count(new, req.num_computed, req.num_computed + new >= req.num_tokens, -1)
+                return
 
     @property
     def shape(self) -> BatchShape:
@@ -96,60 +123,184 @@ def make_scheduler(name: str, limits: SchedulerLimits, kv: BlockManager) -> Sche
 
 
 class Scheduler:
-    """A replica's queues and policy. Subclasses implement ``schedule``; applying a finished
-    step (``complete``) is shared: computed tokens advance, and a request whose computed
-    tokens reach its length samples one output token."""
+    """A replica's queues and policy. Subclasses implement ``schedule`` from the shared
+    pieces below; applying a finished step (``complete``) is common to all: computed tokens
+    advance, and a request whose computed tokens reach its length samples one token."""
 
     name = "base"
+    fast_forward = True  # the steady state of `decode_run` holds for this policy
+    supports_chunked_prefill = True
+    obeys_token_budget = True  # every step fits max_num_batched_tokens
+    default_watermark = 0.0
 
     def __init__(self, limits: SchedulerLimits, kv: BlockManager) -> None:
         self.limits = limits
         self.kv = kv
-        self.waiting: deque[Request] = deque()
+        self.waiting = make_queue(limits.policy)
         self.running: list[Request] = []
+        self.swapped: deque[Request] = deque()
+        self.host_free = limits.swap_blocks
+        self.recomputed_tokens = 0
+        self._victim_key = POLICIES[limits.policy]
+        self._watermark = int(limits.watermark * kv.total)
+
+    @classmethod
+    def effective_limits(cls, limits: SchedulerLimits) -> SchedulerLimits:
+        """The limits this policy actually runs with (e.g. no chunking for V0)."""
+        from dataclasses import replace
+
+        return limits if cls.supports_chunked_prefill else replace(
+            limits, enable_chunked_prefill=False)
 
     def add(self, req: Request) -> None:
         req.status = WAITING
-        self.waiting.append(req)
+        self.waiting.push(req)
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swapped)
 
     @property
     def outstanding(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.running) + len(self.swapped)
 
     def schedule(self, now: float) -> StepPlan:
         raise NotImplementedError
 
-    def decode_run(self, max_steps: int) -> DecodeRun | None:
-        """The next steps that are certain to be identical decode steps of every running
-        request (no admission, preemption or finish before the last), or None if there are
-        fewer than two or the policy cannot tell. Lets the replica advance many steps at
-        once; a policy may leave it at None."""
-        return None
+    # --- admission ----------------------------------------------------------------------
+    def chunk(self, req: Request, todo: int, budget: int) -> int:
+        """Tokens of ``todo`` to compute this step under ``budget`` (and the long-prefill
+        threshold)."""
+        threshold = self.limits.long_prefill_token_threshold
+        if 0 < threshold < todo:
+            todo = threshold
+        return min(todo, budget)
 
-    def admit(self, req: Request, now: float) -> None:
+    def reservation(self, req: Request) -> int:
+        """Tokens whose blocks must be free to admit ``req`` (vLLM's full-ISL gate: its
+        whole current sequence) and that admission holds (0: just the first chunk)."""
+        return req.prompt_len + req.num_output if self.limits.reserve_full_isl else 0
+
+    holds_reservation = False  # True: admission keeps the reserved blocks (no later growth)
+
+    def admission(self, req: Request, budget: int, free: int | None = None
+                  ) -> tuple[int, int] | None:
+        """(prefix-hit blocks, tokens to compute) if waiting ``req`` can be admitted with
+        ``budget`` tokens and ``free`` blocks (default: free now), else None. Computing
+        starts after the cached prefix (or after the KV a request arrived with); without
+        chunked prefill the whole remainder must fit the budget."""
+        if budget <= 0:
+            return None
+        kv = self.kv
+        hits = kv.lookup(req)
+        start = max(req.num_computed, hits * kv.block_size)
+        todo = req.prompt_len + req.num_output - start
+        if not self.limits.enable_chunked_prefill and todo > budget:
+            return None
+        new = self.chunk(req, todo, budget)
+        free = (kv.free if free is None else free) - self._watermark
+        reserve = self.reservation(req)
+        if reserve and not kv.fits(req, hits, max(reserve, start + new), free):
+            return None
+        return (hits, new) if kv.fits(req, hits, start + new, free) else None
+
+    def try_admit(self, plan: StepPlan, budget: int, now: float) -> int:
+        """Admit the head of the waiting queue if it fits; the tokens it computes, or 0."""
+        req = self.waiting.peek()
+        admission = self.admission(req, budget)
+        if admission is None:
+            return 0
+        hits, new = admission
+        before = req.num_computed
+        start = max(before, hits * self.kv.block_size)
+        upto = start + new
+        if self.holds_reservation:
+            upto = max(upto, self.reservation(req))
+        self.kv.admit(req, hits, upto)
+        req.prefix_hit_tokens += req.num_computed - before
+        self.waiting.pop()
         req.status = RUNNING
         if req.first_scheduled < 0:
             req.first_scheduled = now
         self.running.append(req)
+        plan.add(req, new)
+        return new
 
-    def preempt(self, req: Request) -> None:
-        """Recompute preemption: free the blocks, forget computed tokens, requeue first."""
-        self.kv.release(req)
-        req.num_computed = 0
+    # --- preemption ---------------------------------------------------------------------
+    def victim(self) -> Request:
+        """The running request to preempt: the tail (latest admitted) for FCFS, the least
+        important for priority, the one with most work left for SJF."""
+        if self._victim_key is None:
+            return self.running[-1]
+        return max(self.running, key=lambda r: (self._victim_key(r), r.id))
+
+    def preempt(self, req: Request, plan: StepPlan) -> None:
+        """Swap the request's KV to host memory when configured and room allows, else drop
+        it for recompute (its computed tokens are lost and it goes back to waiting)."""
+        self.running.remove(req)
+        plan.preempted += 1
         req.preemptions += 1
+        blocks = req.blocks
+        if self.limits.preemption == "swap" and 0 < blocks <= self.host_free:
+            self.kv.release(req)
+            self.host_free -= blocks
+            req.blocks = 0
+            req.swapped = blocks
+            req.status = SWAPPED
+            plan.swapped_out += blocks
+            self.swapped.append(req)
+            return
+        self.kv.release(req)
+        self.recomputed_tokens += req.num_computed
+        req.num_computed = 0
         req.status = WAITING
-        self.waiting.appendleft(req)
+        self.waiting.push_front(req)
 
+    def grow(self, req: Request, new: int, plan: StepPlan) -> bool:
+        """Make room for ``new`` tokens of running ``req``, preempting victims while the KV
+        cache is short (a victim already scheduled in this step is taken out of it); False
+        if ``req`` itself had to be preempted."""
+        while not self.kv.allocate(req, new):
+            victim = self.victim()
+            if victim is not req:
+                plan.drop(victim)
+            self.preempt(victim, plan)
+            if victim is req:
+                return False
+        return True
+
+    def swap_in(self, plan: StepPlan, budget: int) -> int:
+        """Bring swapped requests back (oldest first) while their blocks fit; each computes
+        its next token in this step. Returns the tokens used."""
+        used = 0
+        while (self.swapped and used < budget
+               and len(self.running) < self.limits.max_num_seqs):
+            req = self.swapped[0]
+            if self.kv.blocks_for(req.num_computed + 1) > self.kv.free - self._watermark:
+                break
+            self.swapped.popleft()
+            self.kv.grow(req, req.num_computed + 1)
+            self.host_free += req.swapped
+            plan.swapped_in += req.swapped
+            req.swapped = 0
+            req.status = RUNNING
+            self.running.append(req)
+            new = req.prompt_len + req.num_output - req.num_computed
+            plan.add(req, new)
+            used += new
+        return used
+
+    # --- applying a step ----------------------------------------------------------------
     def complete(self, plan: StepPlan, now: float, itl: list[float]) -> list[Request]:
-        """Apply a step that ended at ``now``; return the requests it finished. Inter-token
-        gaps of tokens after the first are appended to ``itl``."""
+        """Apply a step that ended at ``now``; return the requests it finished (or, for
+        handoff requests, whose first token it sampled). Gaps between consecutive tokens of
+        a request are appended to ``itl``."""
         finished = []
+        caching = self.kv.caching
         for req, new in plan.scheduled:
             req.num_computed += new
+            if caching:
+                self.kv.cache_full_blocks(req)
             if req.num_computed < req.prompt_len + req.num_output:
                 continue
             req.num_output += 1
@@ -158,7 +309,7 @@ class Scheduler:
             else:
                 itl.append(now - req.last_token)
             req.last_token = now
-            if req.num_output >= req.output_len:
+            if req.done:
                 req.status = FINISHED
                 self.kv.release(req)
                 finished.append(req)
@@ -167,18 +318,52 @@ class Scheduler:
         return finished
 
     # --- many identical decode steps at once --------------------------------------------
-    def decode_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def can_admit_during_run(self, free_after_decodes: int) -> bool:
+        """Would the next step admit or swap in anyone, given the blocks left after the
+        running decodes grow? Free blocks only shrink during a run, so a request that cannot
+        be admitted now cannot be later."""
+        if self.swapped:
+            return True
+        if not self.waiting or len(self.running) >= self.limits.max_num_seqs:
+            return False
+        budget = self.limits.max_num_batched_tokens - len(self.running)
+        return self.admission(self.waiting.peek(), budget, free_after_decodes) is not None
+
+    def decode_run(self, max_steps: int) -> DecodeRun | None:
+        """The next steps that are certain to be identical decode steps of every running
+        request (no admission, preemption or finish before the last), or None if there are
+        fewer than two or the policy cannot tell."""
+        if not self.fast_forward:
+            return None
+        state = self._decode_state()
+        if state is None:
+            return None
+        computed, blocks, left = state
+        steps = int(min(left.min(), max_steps))
+        if steps < 2:
+            return None
+        demand = self.block_demand(computed, blocks, steps)
+        free = self.kv.free
+        if demand[0] > free or self.can_admit_during_run(free - int(demand[0])):
+            return None  # the next step preempts, admits or swaps in
+        fits = int(np.searchsorted(demand, free, side="right"))  # demand is non-decreasing
+        if fits < 2:
+            return None
+        return DecodeRun(fits, int(computed.sum()), demand[:fits])
+
+    def _decode_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Computed tokens, blocks and outputs left of every running request when all of
-        them are decoding (one token to compute), else None."""
+        them are decoding (one token to compute) and all fit the budget, else None."""
         running = self.running
         if not running or len(running) > self.limits.max_num_batched_tokens:
             return None
-        if any(r.prompt_len + r.num_output - r.num_computed != 1 for r in running):
+        if any(r.prompt_len + r.num_output - r.num_computed != 1 or r.handoff
+               for r in running):
             return None
-        computed = np.fromiter((r.num_computed for r in running), np.int64, len(running))
-        blocks = np.fromiter((r.blocks for r in running), np.int64, len(running))
-        left = np.fromiter((r.output_len - r.num_output for r in running), np.int64,
-                           len(running))
+        n = len(running)
+        computed = np.fromiter((r.num_computed for r in running), np.int64, n)
+        blocks = np.fromiter((r.blocks for r in running), np.int64, n)
+        left = np.fromiter((r.output_len - r.num_output for r in running), np.int64, n)
         return computed, blocks, left
 
     def block_demand(self, computed: np.ndarray, blocks: np.ndarray, steps: int) -> np.ndarray:
@@ -200,22 +385,23 @@ class Scheduler:
         finished = []
         end = float(ends[steps - 1])
         first_end = float(ends[0])
-        bs = self.kv.block_size
+        kv = self.kv
         for req in self.running:
             req.num_computed += steps
             req.num_output += steps
+            kv.grow(req, req.num_computed)
+            if kv.caching:
+                kv.cache_full_blocks(req)
             if req.first_token < 0:  # its prompt's last token was the run's first step
                 req.first_token = first_end
             else:
                 itl.append(first_end - req.last_token)
             req.last_token = end
-            need = -(-req.num_computed // bs) - req.blocks
-            req.blocks += need
-            self.kv.free -= need
             if req.num_output >= req.output_len:
                 req.status = FINISHED
-                self.kv.release(req)
+                kv.release(req)
                 finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status != FINISHED]
         return finished
+
