@@ -85,7 +85,11 @@ def load_rows(data: Path) -> pd.DataFrame:
     labels = [f"{lo}-{hi}" for lo, hi in BANDS]
     edges = [BANDS[0][0] - 0.5, *(hi + 0.5 for _, hi in BANDS)]
     rows["band"] = pd.cut(rows.m, edges, labels=labels).astype(str)
-    return rows
+    # groups are reported in order of first appearance: GPUs, ops and bands in order
+    order = {op: i for i, op in enumerate(OPS)}
+    rows = rows.sort_values(["gpu", "op", "m"], key=lambda c: c.map(order) if c.name == "op"
+                            else c, kind="stable")
+    return rows.reset_index(drop=True)
 
 
 def summarise(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
