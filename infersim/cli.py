@@ -300,7 +300,177 @@ def run(
               f"grade {s['lowest_grade']}" + (f"; results in {out_dir}" if out_dir else ""))
 
 
+# --- capacity -------------------------------------------------------------------------------
+def _probe_line(row: dict | None, q: str, trace: bool) -> str:
+    cells = (("round", 5), ("rate req/s", 11), *((("scale", 8),) if trace else ()),
+             ("attain", 7), (f"TTFT {q}", 10), (f"TPOT {q}", 9), (f"E2EL {q}", 10),
+             ("pass", 5), ("wall s", 7))
+    if row is None:
+        return "[bold]" + " ".join(f"{name:>{w}}" for name, w in cells) + "[/]"
+    values = [f"{row['round']}", f"{row['rate']:.5g}",
+              *((f"{row['rate_scale']:.4g}",) if trace else ()), f"{row['attainment']:.1%}",
+              *(f"{row[k]:,.1f}" for k in ("ttft_ms", "tpot_ms", "e2el_ms")),
+              "yes" if row["passed"] else "no", f"{row['wall_s']:.2f}"]
+    line = " ".join(f"{v:>{w}}" for v, (_, w) in zip(values, cells, strict=True))
+    return f"[green]{line}[/]" if row["passed"] else f"[red]{line}[/]"
+
+
+@app.command()
+def capacity(
+    config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                help="YAML config (default: embedded).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key: --set scheduler.name=vllm_v1 (repeatable).")] = None,
+    slo: Annotated[str | None, typer.Option(
+        "--slo", help="Limits in ms, e.g. ttft_ms=500,tpot_ms=50 (default: the config's).")
+    ] = None,
+    attainment: Annotated[float, typer.Option(help="Fraction A that must meet the SLOs.")
+                          ] = 0.9,
+    mode: Annotated[str, typer.Option(help="joint: a fraction A of requests meet every "
+                                      "limit; percentile: each metric's p(100A) within its "
+                                      "limit.")] = "joint",
+    tolerance: Annotated[float, typer.Option(help="Relative width of the final bracket.")
+                         ] = 0.02,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: CPU count).")
+                       ] = None,
+    per_round: Annotated[int | None, typer.Option(
+        "--per-round", help="Rates probed per round (default: workers); the probes depend "
+        "on it, never on --workers.")] = None,
+    start_rate: Annotated[float | None, typer.Option(
+        "--start-rate", help="First rate in req/s (default: the config's).")] = None,
+    max_requests: Annotated[int | None, typer.Option(
+        "--max-requests", help="Requests per probe (a trace: its first N).")] = None,
+    window: Annotated[float | None, typer.Option(
+        "--window", help="Trace only: replay its first N seconds (before scaling).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The highest request rate that meets the SLOs (seeded search: doubling, then
+    k-section; probes in parallel processes) and the cost per million tokens there."""
+    import math
+
+    from infersim.capacity import find_capacity, parse_slo
+    from infersim.simulator import SimConfig
+
+    cfg = SimConfig.load(config, set_ or [])
+    limits = parse_slo(slo) if slo is not None else None
+    q = f"p{attainment * 100:g}"
+    trace = cfg.workload.trace is not None
+    shown: list[dict] = []
+
+    def show(row: dict) -> None:  # the header waits for the first probe, after any error
+        if not shown:
+            out.print(f"[bold]{cfg.model}[/] on {cfg.replicas} x "
+                      f"{cfg.device or cfg.device_file} (tp={cfg.placement.tp}), scheduler "
+                      f"{cfg.scheduler.name}, seed {cfg.seed}; mode {mode}, attainment "
+                      f"{attainment:g}, tolerance {tolerance:g}", highlight=False)
+            out.print(_probe_line(None, q, trace), highlight=False)
+        shown.append(row)
+        out.print(_probe_line(row, q, trace), highlight=False)
+
+    r = find_capacity(cfg, limits, attainment, mode, tolerance=tolerance, workers=workers,
+                      per_round=per_round, start_rate=start_rate, max_requests=max_requests,
+                      window_s=window, on_probe=None if as_json else show)
+    if as_json:
+        return _print_json(r.to_dict())
+    met = ", ".join(f"{k} <= {v:g}" for k, v in r.slo.items())
+    if r.max_rate > 0:
+        best = r.best
+        scale = f" (rate_scale {r.max_rate_scale:.4g})" if r.max_rate_scale else ""
+        upper = (f"{r.hi_rate:.5g} req/s failed" if math.isfinite(r.hi_rate)
+                 else "no failing rate found")
+        out.print(f"[bold]max rate {r.max_rate:.5g} req/s[/]{scale} meets {met} "
+                  f"({r.mode}, A = {r.attainment:g}); {upper}", highlight=False)
+        out.print(f"at that rate: TTFT {q} {best['ttft_ms']:,.1f} ms, TPOT {q} "
+                  f"{best['tpot_ms']:,.1f} ms, attainment {best['attainment']:.1%}, "
+                  f"{r.output_tokens_per_s:,.0f} output tok/s", highlight=False)
+        out.print(f"cost: {r.price.description} -> [bold]{r.usd_per_million_output_tokens:.4g}"
+                  f" USD per million output tokens[/], {r.usd_per_million_tokens:.4g} USD per "
+                  f"million tokens (input + output)", highlight=False)
+    else:
+        out.print(f"[bold red]no rate met {met}[/]", highlight=False)
+    for note in r.notes:
+        out.print(f"note: {note}", highlight=False)
+    out.print(f"{len(r.probes)} probes in {r.rounds} rounds, {r.wall_s:.1f} s wall time; "
+              f"lowest input grade {r.lowest_grade}", highlight=False)
+
+
 # --- optimize tree (speculative decoding) ----------------------------------------------------
+def _parse_accept(text: str) -> list[float]:
+    from infersim.errors import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError("--accept", text, "expected comma-separated probabilities, e.g. "
+                          "0.55,0.15,0.07,0.04,0.02") from None
+
+
+@optimize_app.command("tree")
+def optimize_tree_cmd(
+    accept: Annotated[str, typer.Option(
+        "--accept", help="Positional acceptance p_1,p_2,...: P(the k-th ranked child is the one "
+        "accepted); each in (0, 1], sum <= 1.")],
+    nodes: Annotated[int, typer.Option(help="Tree size, root included (= verify q).", min=1)
+                     ] = 32,
+    depth: Annotated[int, typer.Option(help="Most drafts on one path (edges below the root).",
+                                       min=0)] = 8,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Target model: also pick "
+                                              "the size with the least time per token.")
+                     ] = None,
+    device: DeviceOpt = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel ranks of the target.", min=1)] = 1,
+    batch: Annotated[int, typer.Option(help="Sequences verified together.", min=1)] = 1,
+    context: Annotated[int, typer.Option(help="Cached tokens per sequence.", min=0)] = 1024,
+    draft_model: Annotated[str | None, typer.Option(
+        "--draft-model", help="Draft model (one device of the same kind); its passes count.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sequoia's optimal draft tree: expected tokens per verify and the tree; with
+    --model/--device, the size 1..nodes with the least time per token."""
+    from infersim.errors import ConfigError
+    from infersim.optimizer.trees import check_accept
+    from infersim.optimizer.trees import optimize_tree as plan_tree
+
+    values = check_accept(_parse_accept(accept), "--accept")
+    if (model is None) != (device is None):
+        raise ConfigError("--model" if model is None else "--device", None,
+                          "size selection needs both --model and --device")
+    if draft_model is not None and model is None:
+        raise ConfigError("--draft-model", draft_model, "needs --model and --device")
+    plan = plan_tree(values, nodes, depth, model=model, device=device, tp=tp, batch=batch,
+                     context=context, draft_model=draft_model)
+    if as_json:
+        return _print_json(plan.to_dict())
+    tree = plan.tree
+    out.print(f"[bold]expected tokens per verify: {plan.expected_tokens:.4f}[/] (tree of "
+              f"{tree.size} nodes incl. the root = verify q, depth {tree.depth} <= {depth}; "
+              f"p = {', '.join(f'{p:g}' for p in values)})", highlight=False)
+    out.print("children of each node, level by level (breadth-first, rank order):",
+              highlight=False)
+    out.print(tree.render(), highlight=False)
+    reach = " ".join(f"{a:.3f}" for a in tree.position_acceptance(values))
+    out.print(f"P(accepted path reaches depth t), t = 1..{tree.depth}: {reach}", highlight=False)
+    if plan.sizes is None:
+        return
+    s, choice = plan.setup, plan.sizes
+    best = choice.best
+    shown = {o.nodes for o in choice.options if o.nodes & (o.nodes - 1) == 0}
+    shown |= {best.nodes, choice.options[-1].nodes}
+    table = Table("nodes", "depth", "tokens", "verify ms", "draft ms", "ms/token",
+                  "tokens/s", "", title=f"{s['model']} on {tp} x {s['device']}, batch {batch}, "
+                  f"context {context}" + (f", drafter {draft_model}" if draft_model else ""))
+    for o in choice.options:
+        if o.nodes in shown:
+            table.add_row(str(o.nodes), str(o.depth), f"{o.expected_tokens:.3f}",
+                          f"{o.verify_s * 1e3:.3f}", f"{o.draft_s * 1e3:.3f}",
+                          f"{o.time_per_token_s * 1e3:.4f}", f"{1 / o.time_per_token_s:,.0f}",
+                          "best" if o is best else "")
+    out.print(table)
+    out.print(f"best size {best.nodes} nodes (depth {best.depth}): {best.expected_tokens:.3f} "
+              f"tokens per verify, {best.time_per_token_s * 1e3:.4f} ms per token, "
+              f"{choice.speedup:.2f}x plain decoding; lowest input grade {s['grade']}",
+              highlight=False)
 
 
 # --- optimize schedule (CP-SAT) ------------------------------------------------------------

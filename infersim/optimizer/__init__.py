@@ -1,0 +1,47 @@
+"""Upper bounds: exact DPs and OR-Tools CP-SAT models (draft trees, schedules)."""
+
+from infersim.optimizer.tree_cpsat import TreeSolution, solve_tree, solve_trees
+from infersim.optimizer.trees import (
+    DraftTree,
+    SizeChoice,
+    SizeOption,
+    TreePlan,
+    TreeTable,
+    best_size,
+    best_tree,
+    best_trees_by_size,
+    best_trees_shared,
+    chain_acceptance,
+    check_accept,
+    cost_model_draft_time,
+    cost_model_verify_time,
+    emitted_distribution,
+    expected_tokens_chain,
+    optimize_tree,
+    sample_emitted,
+    tree_table,
+)
+
+__all__ = [
+    "DraftTree",
+    "SizeChoice",
+    "SizeOption",
+    "TreePlan",
+    "TreeSolution",
+    "TreeTable",
+    "best_size",
+    "best_tree",
+    "best_trees_by_size",
+    "best_trees_shared",
+    "chain_acceptance",
+    "check_accept",
+    "cost_model_draft_time",
+    "cost_model_verify_time",
+    "emitted_distribution",
+    "expected_tokens_chain",
+    "optimize_tree",
+    "sample_emitted",
+    "solve_tree",
+    "solve_trees",
+    "tree_table",
+]
