@@ -70,9 +70,12 @@ class Cluster:
         return any(self._fits_front(r, total) for r in self.front)
 
     def _fits_front(self, replica: Replica, tokens: int) -> bool:
-        limits = self._pool_of[replica.index].limits
+        """Room in its KV cache, and a prompt that fits the token budget when the policy
+        neither chunks prompts nor exceeds the budget (vLLM V0 refuses those)."""
+        sched = replica.scheduler
         return replica.max_tokens >= tokens and (
-            limits.enable_chunked_prefill or tokens - 1 <= limits.max_num_batched_tokens)
+            sched.limits.enable_chunked_prefill or not sched.obeys_token_budget
+            or tokens - 1 <= sched.limits.max_num_batched_tokens)
 
     def arrive(self, req: Request) -> None:
         req.handoff = bool(self.back) and req.output_len > 1
