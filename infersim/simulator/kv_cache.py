@@ -95,6 +95,7 @@ class BlockManager:
                 del self._refs[key]
                 self._lru[key] = None
         req.cached_keys = []
+        req.published = 0
         req.blocks = 0
 
     # --- prefix caching -------------------------------------------------------------------
@@ -132,6 +133,7 @@ class BlockManager:
             else:
                 self._refs[key] += 1
         req.cached_keys = keys
+        req.published = hits
         req.blocks = hits
         if self.caching:
             self.query_tokens += req.prompt_len + req.num_output - req.num_computed
@@ -141,14 +143,16 @@ class BlockManager:
         return True
 
     def cache_full_blocks(self, req: Request) -> None:
-        """Publish the request's newly completed full blocks under their content keys."""
+        """Publish the request's newly completed full blocks under their content keys; a
+        block whose content is already cached (computed concurrently by another request)
+        stays private to this one, as a duplicate."""
         hashes = req.block_hashes
         if not self.caching or hashes is None:
             return
         full = min(req.num_computed // self.block_size, len(hashes))
-        for j in range(len(req.cached_keys), full):
+        for j in range(req.published, full):
             key = int(hashes[j])
-            if key in self._refs or key in self._lru:
-                break  # another request holds this content; keep ours private
-            self._refs[key] = 1
-            req.cached_keys.append(key)
+            if key not in self._refs and key not in self._lru:
+                self._refs[key] = 1
+                req.cached_keys.append(key)
+        req.published = max(req.published, full)

@@ -50,6 +50,10 @@ class Replica:
         kv = self.scheduler.kv
         return kv.used / kv.total
 
+    def prefix_hits(self, req: Request) -> int:
+        """Leading blocks of ``req`` this replica's prefix cache holds."""
+        return self.scheduler.kv.lookup(req)
+
     def add(self, req: Request) -> None:
         req.replica = self.index
         self.scheduler.add(req)

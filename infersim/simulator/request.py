@@ -18,7 +18,8 @@ class Request:
     __slots__ = ("arrival", "block_hashes", "blocks", "cached_keys", "first_scheduled",
                  "first_token", "handoff", "id", "kv_transfer_bytes", "kv_transfer_s",
                  "last_token", "num_computed", "num_output", "output_len", "preemptions",
-                 "prefix_hit_tokens", "priority", "prompt_len", "replica", "status", "swapped")
+                 "prefix_hit_tokens", "priority", "prompt_len", "published", "replica", "status",
+                 "swapped")
 
     def __init__(self, rid: int, arrival: float, prompt_len: int, output_len: int,
                  priority: int = 0, block_hashes: np.ndarray | None = None) -> None:
@@ -31,7 +32,8 @@ class Request:
         self.num_computed = 0
         self.num_output = 0
         self.blocks = 0
-        self.cached_keys: list[int] = []
+        self.cached_keys: list[int] = []  # content keys of shared cache blocks it holds
+        self.published = 0  # leading full blocks already offered to the prefix cache
         self.first_scheduled = -1.0
         self.first_token = -1.0
         self.last_token = -1.0

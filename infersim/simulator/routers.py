@@ -19,6 +19,8 @@ class Routable(Protocol):
     @property
     def kv_usage(self) -> float: ...
 
+    def prefix_hits(self, req: object) -> int: ...
+
 
 Route = Callable[[Sequence[Routable], object], int]
 ROUTERS: dict[str, Callable[[np.random.Generator], Route]] = {}
@@ -76,18 +78,17 @@ def power_of_two(rng: np.random.Generator) -> Route:
 
 @register("prefix_affinity")
 def prefix_affinity(rng: np.random.Generator) -> Route:
-    """Requests whose prompts start with the same block go to the same replica (hash of the
-    first prefix block), so they share its prefix cache; requests without prefix hashes, or
-    whose home replica has twice the mean load plus one, fall back to least outstanding."""
+    """Cache-aware routing: the replica whose prefix cache holds the longest prefix of the
+    request (ties: fewer outstanding requests), unless it is overloaded (more than twice
+    the mean outstanding plus one), then the least outstanding; requests without prefix
+    hashes go to the least outstanding."""
 
     def route(replicas: Sequence[Routable], req: object) -> int:
-        hashes = getattr(req, "block_hashes", None)
-        if hashes is None or len(hashes) == 0:
-            return _argmin(replicas, lambda r: r.outstanding)
-        home = int(hashes[0]) % len(replicas)
+        least = _argmin(replicas, lambda r: r.outstanding)
+        if getattr(req, "block_hashes", None) is None:
+            return least
+        best = _argmin(replicas, lambda r: (-r.prefix_hits(req), r.outstanding))
         mean = sum(r.outstanding for r in replicas) / len(replicas)
-        if replicas[home].outstanding > 2 * mean + 1:
-            return _argmin(replicas, lambda r: r.outstanding)
-        return home
+        return least if replicas[best].outstanding > 2 * mean + 1 else best
 
     return route
