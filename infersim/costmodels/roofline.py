@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from infersim.costmodels.params import FUSED_FAMILIES, Params
-from infersim.hardware import DeviceSpec, LinkSpec
+from infersim.hardware import DeviceSpec, LinkSpec, MemoryTier
 
 TPU_ROW_PAD = 8  # LHS rows are padded to the 8 sublanes of a vector register
 
@@ -27,21 +27,23 @@ class Roofline:
         scale = params.memory_efficiency * params.numa_efficiency
         main = device.tier()
         self.act_bw = main.bandwidth.si * scale
-        self.weight_bw = self._weight_tier_bandwidth(weight_bytes_per_rank) * scale
+        self.weight_tier = self._weight_tier(weight_bytes_per_rank)
+        self.weight_bw = self.weight_tier.bandwidth.si * scale
         self.cache_bytes = self._cache_bytes()
         self.cache_bw = self._cache_bandwidth() * scale
         self.mxu_dim = int(device.arch["mxu_dim"].si) if "mxu_dim" in device.arch else 128
         self.link = link
 
-    def _weight_tier_bandwidth(self, weight_bytes: float) -> float:
+    def _weight_tier(self, weight_bytes: float) -> MemoryTier:
         """Weights live in main memory; when they do not fit and a slower tier follows
-        (SN40L DDR, CPU-attached memory), they stream from the first tier that holds them."""
+        (SN40L DDR, CPU-attached memory), they stream from the first tier that holds them
+        (the last tier when none does: `CostModel.memory_note` then says so)."""
         tiers = list(self.device.memory)
         start = [t.name for t in tiers].index(self.device.main_memory)
         for tier in tiers[start:]:
             if weight_bytes <= tier.capacity.si:
-                return tier.bandwidth.si
-        return tiers[-1].bandwidth.si
+                return tier
+        return tiers[-1]
 
     def _cache_bytes(self) -> float:
         """CPU only: activations that fit in the last-level cache do not touch DRAM."""

@@ -167,7 +167,7 @@ class CostModel:
         ops = tuple(self._op_costs(works, seconds))
         devices = self.placement.ranks
         peak = self.roofline.peak * devices
-        bw = self.placement.device.memory_bandwidth * devices
+        bw = self.roofline.weight_tier.bandwidth.si * devices  # the tier weights stream from
         flops = sum(o.flops for o in ops)
         nbytes = sum(o.bytes for o in ops)
         return StepCost(
@@ -177,6 +177,19 @@ class CostModel:
             mbu=nbytes / (seconds * bw) if seconds else 0.0,
             grade=self.grade,
         )
+
+    def memory_note(self) -> str | None:
+        """A warning when the weights do not sit in the device's main memory per rank."""
+        device, weights = self.placement.device, self.shapes.weight_bytes
+        tier = self.roofline.weight_tier
+        if tier.name == device.main_memory and weights <= tier.capacity.si:
+            return None
+        held = f"{weights / 1e9:,.1f} GB of weights per rank"
+        if weights <= tier.capacity.si:
+            return (f"{held} exceed {device.main_memory} ({device.memory_bytes / 1e9:,.1f} "
+                    f"GB): they stream from {tier.name} at {tier.bandwidth.si / 1e9:,.0f} GB/s")
+        return (f"{held} fit no memory tier of {device.name}: this placement cannot run; "
+                "the time assumes they stream from its slowest tier")
 
     def _op_costs(self, works: list[Work], seconds: float) -> list[OpCost]:
         """Per-op times. In a fused family every in-layer op is charged in the resource that
