@@ -197,6 +197,9 @@ def cost(
     out.print(table)
     out.print(f"step time {step.seconds * 1e3:.3f} ms   MFU {step.mfu:.1%}   MBU {step.mbu:.1%}"
               f"   lowest input grade {step.grade}")
+    note = cm.memory_note()
+    if note:
+        out.print(f"[yellow]note:[/] {note}")
 
 
 op_app = typer.Typer(help="Cost of a single operator.", no_args_is_help=True)
