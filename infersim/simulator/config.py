@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from infersim.errors import ConfigError, config_error_from
+from infersim.simulator.speculation.config import SpeculationConfig
 from infersim.workloads import WorkloadConfig
 from infersim.workloads.config import UNION_TAGS
 
@@ -124,6 +125,7 @@ class SimConfig(_Section):
     workload: WorkloadConfig = WorkloadConfig(arrival={"process": "poisson", "rate": 10.0},
                                               num_requests=2000)
     slo: SloConfig = SloConfig(ttft_ms=500.0, tpot_ms=50.0)
+    speculation: SpeculationConfig = SpeculationConfig()
     seed: int = Field(0, ge=0)
     record_steps: bool = True
     fast_forward: bool = Field(True, description="advance runs of identical decode steps at "
@@ -190,6 +192,10 @@ class SimConfig(_Section):
                 p.model_copy(update={"device_file": base_dir / p.device_file})
                 if p.device_file is not None and not p.device_file.is_absolute() else p
                 for p in cfg.pools)
+            acc = cfg.speculation.acceptance
+            if acc is not None and acc.path is not None and not acc.path.is_absolute():
+                update["speculation"] = cfg.speculation.model_copy(update={
+                    "acceptance": acc.model_copy(update={"path": base_dir / acc.path})})
             cfg = cfg.model_copy(update=update)
         return cfg
 
@@ -219,7 +225,10 @@ class SimConfig(_Section):
         return cls.from_dict(data, where, base_dir)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        data = self.model_dump(mode="json", exclude_none=True)
+        if self.speculation.method == "none":  # plain runs keep their config unchanged
+            data.pop("speculation")
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -20,6 +20,7 @@ from infersim.simulator.replica import Replica
 from infersim.simulator.request import Request
 from infersim.simulator.routers import ROUTERS
 from infersim.simulator.schedulers import SCHEDULERS, SchedulerLimits, make_scheduler
+from infersim.simulator.speculation import Speculation, check_scheduler
 from infersim.workloads import RequestTable, build_requests, stream_rng
 
 ROUTING_STREAM = 0x524F5554  # random stream ids of the routers ("ROUT")
@@ -80,14 +81,19 @@ def _swap_seconds_per_block(cost: CostModel, memory: MemoryPlan, block_size: int
 
 def _build_pool(cfg: SimConfig, pool_cfg: PoolConfig, env, first_index: int,
                 steps: StepLog, itl: LogHistogram, on_done, cost: CostModel | None,
-                scheduler_factory=None) -> Pool:
+                scheduler_factory=None, speculation: Speculation | None = None) -> Pool:
     cost = cost or build_cost_model(cfg, pool_cfg)
     limits = engine_limits(pool_cfg, cost.placement.device)
     s = pool_cfg.scheduler
     memory = plan_memory(cost.model, cost.placement, s.block_size, s.gpu_memory_utilization,
                          limits.max_num_batched_tokens, limits.max_num_seqs,
                          cost.params.runtime_reserved)
-    blocks = s.num_gpu_blocks or memory.blocks
+    spec = None
+    if speculation is not None and pool_cfg.role != "prefill":  # prefill pools never decode
+        check_scheduler(s.name, SCHEDULERS[s.name])
+        spec = speculation.speculator(cost)
+    blocks = s.num_gpu_blocks or (spec.kv_blocks(memory, s.block_size) if spec else
+                                  memory.blocks)
     swap_blocks = 0
     if limits.preemption == "swap" and memory.kv_bytes_per_token:
         swap_blocks = int(s.swap_space_gib * 2**30 // (memory.kv_bytes_per_token * s.block_size))
@@ -98,6 +104,7 @@ def _build_pool(cfg: SimConfig, pool_cfg: PoolConfig, env, first_index: int,
         kv = BlockManager(blocks, s.block_size, caching=s.enable_prefix_caching)
         sched = (scheduler_factory(limits, kv) if scheduler_factory
                  else make_scheduler(s.name, limits, kv))
+        sched.spec = spec
         replicas.append(Replica(env, first_index + i, pool_cfg.name, sched, cost, steps, itl,
                                 on_done, blocks * s.block_size, swap_s, cfg.fast_forward,
                                 cfg.check))
@@ -118,7 +125,10 @@ def simulate(cfg: SimConfig, requests: RequestTable | None = None,
     if n == 0:
         raise ConfigError("workload", 0, "the workload has no requests")
     env = simpy.Environment()
-    req_log, step_log, itl = RequestLog(n), StepLog(cfg.record_steps), LogHistogram()
+    speculation = (Speculation(cfg.speculation, cfg.seed) if cfg.speculation.active
+                   else None)
+    req_log, itl = RequestLog(n), LogHistogram()
+    step_log = StepLog(cfg.record_steps, speculative=speculation is not None)
     state = {"done": 0}
     all_done = env.event()
     every = max(1, n // 200)
@@ -135,7 +145,8 @@ def simulate(cfg: SimConfig, requests: RequestTable | None = None,
     pools, index = [], 0
     for pool_cfg in cfg.resolved_pools():
         pool = _build_pool(cfg, pool_cfg, env, index, step_log, itl,
-                           lambda *a: holder["cluster"].done(*a), cost, scheduler_factory)
+                           lambda *a: holder["cluster"].done(*a), cost, scheduler_factory,
+                           speculation)
         pools.append(pool)
         index += len(pool.replicas)
     block_sizes = {p.block_size for p in pools}
@@ -175,8 +186,10 @@ def simulate(cfg: SimConfig, requests: RequestTable | None = None,
     env.run(until=all_done)
     for replica in cluster.replicas:
         replica.flush()
-    return SimResult(cfg, _summary(cfg, req_log, step_log, itl, pools), req_log.frame(),
-                     step_log.frame(), pools[0].memory)
+    summary = _summary(cfg, req_log, step_log, itl, pools)
+    if speculation is not None:
+        summary["speculation"] = speculation.summary(step_log.busy_s)
+    return SimResult(cfg, summary, req_log.frame(), step_log.frame(), pools[0].memory)
 
 
 def _summary(cfg: SimConfig, req_log: RequestLog, step_log: StepLog, itl: LogHistogram,

@@ -60,8 +60,13 @@ class StepLog:
                "preemptions", "prefill_seqs", "decode_context", "prefill_context", "sampled",
                "swapped_blocks")
 
-    def __init__(self, enabled: bool = True) -> None:
+    SPECULATIVE = ("draft_s", "verify_s", "spec_seqs", "spec_tokens", "accepted_tokens")
+
+    def __init__(self, enabled: bool = True, speculative: bool = False) -> None:
         self.enabled = enabled
+        self.speculative = speculative  # add the speculation columns (draft/verify seconds,
+        # verifies, drafts proposed and accepted)
+        self.columns = self.COLUMNS + (self.SPECULATIVE if speculative else ())
         self._chunks: list[np.ndarray] = []
         self._rows: list[tuple] = []
         self.count = 0
@@ -76,7 +81,9 @@ class StepLog:
                                len(plan.scheduled), kv_used, plan.preempted, plan.prefill_seqs,
                                plan.decode_context, plan.prefill_context, plan.prefill_qk,
                                plan.prefill_qq, plan.sampled,
-                               plan.swapped_in + plan.swapped_out))
+                               plan.swapped_in + plan.swapped_out)
+                              + ((plan.draft_s, plan.verify_s, plan.spec_seqs,
+                                  plan.spec_tokens, plan.accepted) if self.speculative else ()))
             if len(self._rows) >= 65536:
                 self._flush()
 
@@ -88,8 +95,8 @@ class StepLog:
         self.busy_s += float(durations.sum())
         if self.enabled:
             self._flush()
-            block = np.zeros((n, len(self.COLUMNS)))
-            col = self.COLUMNS.index
+            block = np.zeros((n, len(self.columns)))
+            col = self.columns.index
             block[:, col("replica")] = replica
             block[:, col("start_s")] = starts
             block[:, col("duration_s")] = durations
@@ -108,9 +115,10 @@ class StepLog:
     def frame(self) -> pd.DataFrame:
         self._flush()
         data = (np.concatenate(self._chunks) if self._chunks
-                else np.empty((0, len(self.COLUMNS))))
-        df = pd.DataFrame(data, columns=list(self.COLUMNS))
-        for col in self.INTEGER:
+                else np.empty((0, len(self.columns))))
+        df = pd.DataFrame(data, columns=list(self.columns))
+        integer = self.INTEGER + (self.SPECULATIVE[2:] if self.speculative else ())
+        for col in integer:
             df[col] = df[col].astype(np.int64)
         return df.sort_values(["start_s", "replica"], kind="stable").reset_index(drop=True)
 

@@ -79,12 +79,20 @@ class Replica:
                     yield from self._decode_run(run)
                     continue
             start = env.now
+            spec = sched.spec  # speculative decoding: its policy may look at the batch
+            if spec is not None:
+                spec.begin(sched)
             plan = sched.schedule(start)
             if not plan.scheduled and not plan.preempted:
                 raise InvariantError(f"replica {self.index} has work but scheduled nothing: "
                                      f"{len(sched.running)} running, {len(sched.waiting)} "
                                      f"waiting, {sched.kv.free} free blocks")
-            duration = self.cost.step_time(plan.shape) if plan.num_tokens else 0.0
+            if not plan.num_tokens:
+                duration = 0.0
+            elif spec is None:
+                duration = self.cost.step_time(plan.shape)
+            else:  # verify plus drafting, priced by the speculator
+                duration = spec.step_seconds(plan)
             if plan.swapped_in or plan.swapped_out:  # KV copies over the host link
                 duration += (plan.swapped_in + plan.swapped_out) * self.swap_s_per_block
             yield env.timeout(duration)

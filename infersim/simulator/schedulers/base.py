@@ -55,11 +55,24 @@ class StepPlan:
     prefill_qk: float = 0.0
     prefill_qq: float = 0.0
     sampled: int = 0
+    spec_seqs: int = 0  # speculative decoding: decodes that verify drafts in this step
+    spec_tokens: int = 0  # drafts they verify
+    accepted: int = 0  # drafts accepted (set when the step completes)
+    draft_s: float = 0.0  # seconds of drafting and of the target's verify (set by the
+    verify_s: float = 0.0  # speculator when it prices the step)
 
     def add(self, req: Request, new: int) -> None:
-        """Schedule ``new`` tokens of ``req`` (its num_computed is still the old value)."""
+        """Schedule ``new`` tokens of ``req`` (its num_computed is still the old value).
+        More than it has to compute is a decode verifying ``new - 1`` drafts (q = 1 + K,
+        every row sampled: the target scores each draft)."""
         self.scheduled.append((req, new))
-        self.count(new, req.num_computed, req.num_computed + new >= req.num_tokens)
+        todo = req.prompt_len + req.num_output - req.num_computed
+        if new > todo:
+            self.spec_seqs += 1
+            self.spec_tokens += new - todo
+            self.count(new, req.num_computed, new)
+        else:
+            self.count(new, req.num_computed, new == todo)
 
     def count(self, q: int, k: int, sampled: bool, sign: int = 1) -> None:
         """Account one sequence computing ``q`` tokens on ``k`` cached ones (also used for
@@ -80,7 +93,13 @@ class StepPlan:
         for i, (r, new) in enumerate(self.scheduled):
             if r is req:
                 del self.scheduled[i]
-                self.count(new, req.num_computed, req.num_computed + new >= req.num_tokens, -1)
+                todo = req.prompt_len + req.num_output - req.num_computed
+                if new > todo:
+                    self.spec_seqs -= 1
+                    self.spec_tokens -= new - todo
+                    self.count(new, req.num_computed, new, -1)
+                else:
+                    self.count(new, req.num_computed, new == todo, -1)
                 return
 
     @property
@@ -132,6 +151,8 @@ class Scheduler:
     supports_chunked_prefill = True
     obeys_token_budget = True  # every step fits max_num_batched_tokens
     default_watermark = 0.0
+    supports_speculation = True  # decodes may verify drafts (an iteration-level policy)
+    spec = None  # the pool's speculation.Speculator when speculative decoding is on
 
     def __init__(self, limits: SchedulerLimits, kv: BlockManager) -> None:
         self.limits = limits
@@ -174,7 +195,16 @@ class Scheduler:
         threshold = self.limits.long_prefill_token_threshold
         if 0 < threshold < todo:
             todo = threshold
+        if todo == 1 and self.spec is not None:
+            return 1 + self.draft_tokens(req, budget)
         return min(todo, budget)
+
+    def draft_tokens(self, req: Request, budget: int) -> int:
+        """Drafts a decode of ``req`` verifies this step within ``budget`` tokens in all
+        (0: a plain decode; always 0 without speculation or before the first token)."""
+        if self.spec is None or not req.num_output:
+            return 0
+        return self.spec.drafts(req, budget)
 
     def reservation(self, req: Request) -> int:
         """Tokens whose blocks must be free to admit ``req`` (vLLM's full-ISL gate: its
@@ -295,6 +325,8 @@ class Scheduler:
         """Apply a step that ended at ``now``; return the requests it finished (or, for
         handoff requests, whose first token it sampled). Gaps between consecutive tokens of
         a request are appended to ``itl``."""
+        if plan.spec_seqs:
+            return self._complete_speculative(plan, now, itl)
         finished = []
         caching = self.kv.caching
         for req, new in plan.scheduled:
@@ -317,6 +349,41 @@ class Scheduler:
             self.running = [r for r in self.running if r.status != FINISHED]
         return finished
 
+    def _complete_speculative(self, plan: StepPlan, now: float, itl: list[float]
+                              ) -> list[Request]:
+        """``complete`` for a step with verifies: a decode that verified K drafts emits
+        N = accepted + 1 tokens (sampled by the speculator, never past its output length),
+        all at ``now`` (one inter-token gap); its computed tokens advance by N, discarding
+        the KV of the rejected drafts (vLLM rolls num_computed back by their count)."""
+        finished = []
+        kv, spec = self.kv, self.spec
+        for req, new in plan.scheduled:
+            todo = req.prompt_len + req.num_output - req.num_computed
+            if new > todo:
+                emitted = spec.emitted(req, new - todo)
+                plan.accepted += emitted - 1
+                req.num_computed += emitted
+            else:
+                req.num_computed += new
+                emitted = 1 if new == todo else 0
+            if kv.caching:
+                kv.cache_full_blocks(req)
+            if not emitted:
+                continue
+            req.num_output += emitted
+            if req.first_token < 0:
+                req.first_token = now
+            else:
+                itl.append(now - req.last_token)
+            req.last_token = now
+            if req.done:
+                req.status = FINISHED
+                kv.release(req)
+                finished.append(req)
+        if finished:
+            self.running = [r for r in self.running if r.status != FINISHED]
+        return finished
+
     # --- many identical decode steps at once --------------------------------------------
     def can_admit_during_run(self, free_after_decodes: int) -> bool:
         """Would the next step admit or swap in anyone, given the blocks left after the
@@ -333,7 +400,7 @@ class Scheduler:
         """The next steps that are certain to be identical decode steps of every running
         request (no admission, preemption or finish before the last), or None if there are
         fewer than two or the policy cannot tell."""
-        if not self.fast_forward:
+        if not self.fast_forward or self.spec is not None:  # speculative steps differ
             return None
         state = self._decode_state()
         if state is None:

@@ -26,6 +26,8 @@ class OrcaScheduler(Scheduler):
         plan = StepPlan()
         for req in self.running:
             todo = req.prompt_len + req.num_output - req.num_computed
+            if todo == 1:  # a decode; drafts stay within the reserved output
+                todo += self.draft_tokens(req, 1 << 62)
             plan.add(req, todo)  # its blocks were reserved at admission
         limit = self.limits.max_num_batched_tokens
         prompts = 0

@@ -18,6 +18,7 @@ class StaticScheduler(Scheduler):
     obeys_token_budget = False
     holds_reservation = True
     fast_forward = False
+    supports_speculation = False  # padded batches: nothing to verify
 
     def __init__(self, limits, kv) -> None:
         super().__init__(limits, kv)

@@ -36,8 +36,9 @@ class VllmV0Scheduler(Scheduler):
                 continue
             if plan.num_tokens >= limit:
                 break
-            if self.grow(req, 1, plan):
-                plan.add(req, 1)
+            new = 1 + self.draft_tokens(req, limit - plan.num_tokens)
+            if self.grow(req, new, plan):
+                plan.add(req, new)
         if not plan.preempted and self.swapped:
             self.swap_in(plan, limit - plan.num_tokens)
         return plan
