@@ -100,8 +100,10 @@ class OpBuilder:
         )
 
     def _stream(self, name: str, flops: float, weight: float, act: float, kernels: float,
-                graphed: bool, efficiency: float, in_layer: bool = True) -> Work:
-        """A streaming op (per rank FLOPs and bytes over all its layers)."""
+                graphed: bool, efficiency: float, in_layer: bool = True,
+                memory_efficiency: float = 1.0) -> Work:
+        """A streaming op (per rank FLOPs and bytes over all its layers); its memory time is
+        divided by ``memory_efficiency`` (a share of the device's streaming rate)."""
         tp = self.s.tp
         return Work(
             name=name,
@@ -109,7 +111,7 @@ class OpBuilder:
             weight_bytes=weight * tp,
             act_bytes=act * tp,
             t_compute=self.roof.compute(flops, efficiency),
-            t_memory=self.roof.memory(weight, act),
+            t_memory=self.roof.memory(weight, act) / memory_efficiency,
             t_overhead=self._overhead(kernels, graphed),
             in_layer=in_layer,
             overlap=self.p.overlap,
@@ -158,8 +160,9 @@ class OpBuilder:
                                                   + s.expert_inter * s.moe_layers)
         act += T * width * ACT_BYTES
         flops = norms * 8 * T * h + mlp_layers * 4 * T * max(s.inter, s.expert_inter)
-        kernels = norms + 2 * s.attn_layers + mlp_layers
-        return self._stream("norm_elementwise", flops, kv_write, act, kernels, graphed, 1.0)
+        kernels = (norms + 2 * s.attn_layers + mlp_layers) * self.p.elementwise_overhead
+        return self._stream("norm_elementwise", flops, kv_write, act, kernels, graphed, 1.0,
+                            memory_efficiency=self.p.elementwise_efficiency)
 
     def _moe_works(self, T: float, graphed: bool) -> list[Work | None]:
         s, m, h = self.s, self.m, self.s.hidden
@@ -216,7 +219,8 @@ class OpBuilder:
         la = s.attn_layers
         kv_token = 2 * s.kv * self.kvb
         if la and b.prefill_seqs:
-            pairs = b.prefill_qk + b.prefill_qq
+            masked = b.prefill_qq - b.prefill_tokens  # sum q(q-1)/2: the causal mask's pairs
+            pairs = b.prefill_qk + b.prefill_qq + (1.0 - self.p.attention_causal_skip) * masked
             flops = 4.0 * s.q * pairs * la
             kv = (b.prefill_context + b.prefill_tokens) * kv_token * la
             act = 2 * b.prefill_tokens * s.q * ACT_BYTES * la
@@ -228,7 +232,7 @@ class OpBuilder:
             kv = ctx * kv_token * la
             act = 2 * b.decode_seqs * s.q * ACT_BYTES * la
             out.append(self._stream("attention_decode", flops, kv, act, la, graphed,
-                                    self.p.attention_efficiency))
+                                    self.p.decode_attention_efficiency))
         if s.mamba_layers and b.num_seqs:
             out.append(self._scan(b, graphed))
         return out

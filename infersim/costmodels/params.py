@@ -13,8 +13,16 @@ from infersim.hardware import DeviceSpec, Quantity, lowest_grade
 PARAMETERS: dict[str, tuple[str, str]] = {
     "gemm_efficiency": ("1", "fraction of dense peak a large GEMM reaches"),
     "attention_efficiency": ("1", "fraction of dense peak reached by prefill attention"),
+    "decode_attention_efficiency": ("1", "fraction of dense peak reached by decode attention "
+                                    "(one query row per sequence)"),
+    "attention_causal_skip": ("1", "share of the causally masked query-key pairs prefill "
+                              "attention skips (1: FlashAttention-style, 0: the full square)"),
     "moe_efficiency": ("1", "fraction of dense peak reached by grouped expert GEMMs"),
     "memory_efficiency": ("1", "fraction of main-memory bandwidth streaming kernels reach"),
+    "elementwise_efficiency": ("1", "share of that streaming rate (memory_efficiency) that norm, "
+                               "activation and rotary kernels reach"),
+    "elementwise_overhead": ("1", "fixed cost of a norm, activation or rotary kernel, as a "
+                             "multiple of kernel_overhead"),
     "overlap": ("1", "share of the smaller of compute/memory time a kernel hides (1 = roofline)"),
     "kernel_overhead": ("s", "fixed cost added to every kernel (launch, sync, tail)"),
     "graph_kernel_overhead": ("s", "the same inside a captured graph (CUDA graphs)"),
@@ -38,8 +46,15 @@ def _q(value: float, unit: str, source: str, grade: str) -> Quantity:
 _COMMON = {
     "gemm_efficiency": _q(0.70, "1", _SIM, "D"),
     "attention_efficiency": _q(0.45, "1", _SIM, "D"),
+    "decode_attention_efficiency": _q(0.45, "1", _SIM + "; the prefill value", "D"),
+    "attention_causal_skip": _q(1.0, "1", "assumption: kernels skip fully masked tiles as "
+                                "FlashAttention does (Dao et al., 2022)", "D"),
     "moe_efficiency": _q(0.50, "1", _SIM, "D"),
     "memory_efficiency": _q(0.85, "1", _SIM, "D"),
+    "elementwise_efficiency": _q(1.0, "1", "assumption: elementwise kernels stream as fast as "
+                                 "GEMM weights do (uncalibrated)", "D"),
+    "elementwise_overhead": _q(1.0, "1", "assumption: every kernel launches at the same cost "
+                               "(uncalibrated)", "D"),
     "overlap": _q(1.0, "1", "classical roofline: compute and memory overlap fully", "D"),
     "kernel_overhead": _q(4e-6, "s", _SIM, "D"),
     "graph_kernel_overhead": _q(4e-6, "s", "no graph capture: same as kernel_overhead", "D"),
@@ -73,6 +88,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Quantity]] = {
     "cpu": {
         "gemm_efficiency": _q(0.50, "1", "assumption: AMX/AVX-512 GEMMs reach half of peak", "D"),
         "attention_efficiency": _q(0.20, "1", "assumption: softmax/attention without AMX", "D"),
+        "decode_attention_efficiency": _q(0.20, "1", "assumption: as prefill attention", "D"),
         "moe_efficiency": _q(0.35, "1", "assumption", "D"),
         "memory_efficiency": _q(0.70, "1", "assumption: STREAM reaches ~70-80% of DDR5 peak",
                                 "D"),
@@ -92,6 +108,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Quantity]] = {
     "fpga": {
         "gemm_efficiency": _q(0.80, "1", "assumption: a fixed pipeline keeps DSPs busy", "D"),
         "attention_efficiency": _q(0.50, "1", "assumption", "D"),
+        "decode_attention_efficiency": _q(0.50, "1", "assumption: as prefill attention", "D"),
         "memory_efficiency": _q(0.80, "1", "assumption: HBM controllers at ~80% of peak", "D"),
         "kernel_overhead": _q(2e-6, "s", "assumption: pipeline fill per layer", "D"),
         "graph_kernel_overhead": _q(2e-6, "s", "assumption", "D"),
@@ -130,11 +147,18 @@ def resolve_params(device: DeviceSpec) -> Params:
             raise ConfigError(f"{device.name}: efficiency.{name}.unit", q.unit,
                               f"must be a {dimension!r} unit")
         merged[name] = q
-    for name in ("gemm_efficiency", "attention_efficiency", "moe_efficiency",
-                 "memory_efficiency", "link_efficiency", "numa_efficiency", "overlap"):
+    for name in ("gemm_efficiency", "attention_efficiency", "decode_attention_efficiency",
+                 "moe_efficiency", "memory_efficiency", "elementwise_efficiency",
+                 "link_efficiency", "numa_efficiency", "overlap"):
         if not 0 < merged[name].si <= 1:
             raise ConfigError(f"{device.name}: efficiency.{name}", merged[name].value,
                               "must be in (0, 1]")
+    if not 0 <= merged["attention_causal_skip"].si <= 1:
+        raise ConfigError(f"{device.name}: efficiency.attention_causal_skip",
+                          merged["attention_causal_skip"].value, "must be in [0, 1]")
+    if merged["elementwise_overhead"].si < 0:
+        raise ConfigError(f"{device.name}: efficiency.elementwise_overhead",
+                          merged["elementwise_overhead"].value, "must be >= 0")
     return Params({k: q.si for k, q in merged.items()}, lowest_grade([q.grade for q in
                                                                         merged.values()]))
 
