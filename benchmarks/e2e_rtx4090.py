@@ -39,6 +39,34 @@ def measured() -> tuple[RequestTable, dict[str, np.ndarray]]:
     return table, metrics
 
 
+def simulated(device_file: str | None = None):
+    """The simulator's run of the same requests with the engine's settings."""
+    meta = json.loads((RUN / "vllm" / "meta.json").read_text())
+    engine, kv = meta["engine_kwargs"], meta["kv_cache"]
+    table, _ = measured()
+    cfg = SimConfig.from_dict({
+        "model": "llama-3.1-8b",
+        "device": None if device_file else "rtx-4090",
+        "device_file": device_file,
+        "scheduler": {"max_num_seqs": engine["max_num_seqs"],
+                      "max_num_batched_tokens": engine["max_num_batched_tokens"],
+                      "block_size": kv["block_size"], "num_gpu_blocks": kv["num_gpu_blocks"]},
+        "workload": {"arrival": {"process": "burst"}, "num_requests": len(table)},
+    })
+    result = simulate(cfg, requests=table)
+    sim = result.requests.sort_values("request_id")
+    predicted = {"ttft": sim["ttft_s"].to_numpy(), "tpot": sim["tpot_s"].to_numpy(),
+                 "e2el": sim["e2el_s"].to_numpy()}
+    return result, predicted
+
+
+def mean_errors(device_file: str | None = None) -> dict[str, float]:
+    """Relative error of the simulated mean TTFT, TPOT and E2E latency."""
+    _, real = measured()
+    _, predicted = simulated(device_file)
+    return {k: stats(predicted[k])["mean"] / stats(real[k])["mean"] - 1 for k in real}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device-file", help="a (calibrated) device YAML instead of rtx-4090")
@@ -46,23 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     require(RUN)
     meta = json.loads((RUN / "vllm" / "meta.json").read_text())
-    engine, kv = meta["engine_kwargs"], meta["kv_cache"]
     table, real = measured()
-    cfg = SimConfig.from_dict({
-        "model": "llama-3.1-8b",
-        "device": None if args.device_file else "rtx-4090",
-        "device_file": args.device_file,
-        "scheduler": {"max_num_seqs": engine["max_num_seqs"],
-                      "max_num_batched_tokens": engine["max_num_batched_tokens"],
-                      "block_size": kv["block_size"], "num_gpu_blocks": kv["num_gpu_blocks"]},
-        "workload": {"arrival": {"process": "burst"}, "num_requests": len(table)},
-    })
     started = time.perf_counter()
-    result = simulate(cfg, requests=table)
+    result, predicted = simulated(args.device_file)
     wall = time.perf_counter() - started
-    sim = result.requests.sort_values("request_id")
-    predicted = {"ttft": sim["ttft_s"].to_numpy(), "tpot": sim["tpot_s"].to_numpy(),
-                 "e2el": sim["e2el_s"].to_numpy()}
     lines = [f"# RTX 4090, Llama-3.1-8B: measured (vLLM {meta['vllm_version']}) vs simulated",
              "", f"device: {args.device_file or 'rtx-4090 (catalog, default efficiencies)'}; "
              f"{len(table)} requests; simulated in {wall:.2f} s on {machine()}", "",
