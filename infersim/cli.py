@@ -225,6 +225,251 @@ def cost_gemm(
     out.print(f"GEMM {m}x{k} @ {k}x{n} ({dtype}): {t * 1e6:,.2f} us")
 
 
+# --- calibrate ------------------------------------------------------------------------------
+calibrate_app = typer.Typer(help="Time real kernels, fit a device's efficiencies, report the "
+                            "held-out error, replay simulated steps.", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+SplitOpt = Annotated[str, typer.Option("--split", help="auto (by model when the profile holds "
+                                       "3+ models, else by shape), model, shape or none.")]
+HoldoutOpt = Annotated[str | None, typer.Option(
+    "--holdout-models", help="Comma-separated models to hold out (split by model).")]
+EveryOpt = Annotated[int, typer.Option("--every", help="By shape: hold out every N-th size.")]
+ProfileDeviceOpt = Annotated[str | None, typer.Option(
+    "--device-name", help="Rows of this device (when the profile holds several).")]
+ClockOpt = Annotated[str, typer.Option(
+    "--clock", help="wall, or cpu: the process's CPU time (needs --threads 1; for a CPU "
+    "shared with other jobs).")]
+
+
+def _csv_ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    from infersim.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(option, text, "expected comma-separated integers, e.g. 1,2,4") from None
+
+
+def _csv_names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
+
+
+def _summary_table(summary) -> Table:
+    table = Table("op class", "set", "kernels", "MAPE", "median APE", "worst")
+    for r in summary.itertuples():
+        table.add_row(r.op_class, r.set, f"{r.kernels:,}", f"{r.mape:.1%}", f"{r.median_ape:.1%}",
+                      f"{r.worst:+.1%}")
+    return table
+
+
+@calibrate_app.command("run")
+def calibrate_run(
+    device_name: Annotated[str, typer.Option("--device-name", help="Name to file the "
+                                             "measurements under (e.g. local-cpu, h100).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model whose layer shapes to time.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Profile CSV to write.")],
+    backend: Annotated[str, typer.Option(help="torch or numpy.")] = "torch",
+    quick: Annotated[bool, typer.Option("--quick", help="A small grid (CI).")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, "
+                                        "cuda.")] = "auto",
+    dtype: Annotated[str | None, typer.Option(help="bf16 (torch default), fp16, fp32.")] = None,
+    tp: Annotated[str | None, typer.Option(help="TP splits to time, e.g. 1,2,4.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Timed repeats (5; 3 with --quick).")
+                       ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: library's).")
+                       ] = None,
+    clock: ClockOpt = "wall",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Time a model's layer kernels (GEMMs, attention, norms) and write a profile CSV."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from infersim.calibration import run_profile, write_profile
+    from infersim.models import get_model
+
+    spec = get_model(model)
+    started = time.perf_counter()
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task("kernels", total=None)
+        df = run_profile(spec, device_name, backend, quick, _csv_ints(tp, "--tp"), device, dtype,
+                         repeats, threads,
+                         progress=lambda i, n: bar.update(task, completed=i, total=n),
+                         clock=clock)
+    write_profile(df, out_path)
+    env = df.iloc[0]
+    counts = ", ".join(f"{n} {op}" for op, n in df["op"].value_counts().sort_index().items())
+    out.print(f"{len(df)} kernels ({counts}) of {spec.name} on {env['hardware']} "
+              f"({env['backend']}, {env['dtype']}, {env['threads']} threads) in "
+              f"{time.perf_counter() - started:.0f} s -> {out_path}")
+
+
+@calibrate_app.command("import-tables")
+def calibrate_import_tables(
+    directory: Annotated[Path, typer.Argument(help="Vidur kernel tables (compute/<gpu>/<org>/"
+                                              "<model>/mlp.csv), e.g. ../shared/data/kernels.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Profile CSV to write.")],
+    gpu: Annotated[str | None, typer.Option(help="Only this GPU's tables (a100, a40).")] = None,
+) -> None:
+    """Import measured kernel tables into the profile format."""
+    from infersim.calibration import import_tables, write_profile
+
+    df = import_tables(directory, gpu)
+    write_profile(df, out_path)
+    per = ", ".join(f"{g}: {n:,}" for g, n in df["device_name"].value_counts().sort_index().items())
+    out.print(f"{len(df):,} kernels ({per}) from {df['model'].nunique()} models -> {out_path}")
+
+
+@calibrate_app.command("fit")
+def calibrate_fit(
+    profile: Annotated[Path, typer.Option("--profile", help="Profile CSV.")],
+    base: Annotated[str, typer.Option("--base", help="Catalog device, device file, or "
+                                      "local-cpu (measured now).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Device YAML to write.")],
+    device_name: ProfileDeviceOpt = None,
+    split: SplitOpt = "auto",
+    holdout_models: HoldoutOpt = None,
+    every: EveryOpt = 3,
+    name: Annotated[str | None, typer.Option(help="Name of the calibrated device.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fit the base device's efficiency parameters to a profile; write a device file."""
+    from infersim.calibration import fit_device, make_split, read_profile, resolve_base
+    from infersim.calibration.predict import select_device_rows
+
+    df = select_device_rows(read_profile(profile), device_name, str(profile))
+    sp = make_split(df, split, _csv_names(holdout_models), every)
+    result = fit_device(df, resolve_base(base), profile, sp, name)
+    result.write(out_path)
+    if as_json:
+        return _print_json({"device": result.device.name, "out": str(out_path),
+                            "split": sp.describe(), "fitted": result.fitted,
+                            "classes": result.summary.to_dict(orient="records")})
+    table = Table("parameter", "value", "unit")
+    for key, q in result.device.efficiency.items():
+        if key in result.fitted:
+            table.add_row(key, f"{q.value:g}", q.unit)
+    out.print(f"[bold]{result.device.name}[/] from {profile} ({len(df):,} kernels; split "
+              f"{sp.describe()})")
+    out.print(table, _summary_table(result.summary))
+    out.print(f"device file -> {out_path}")
+
+
+@calibrate_app.command("transfer")
+def calibrate_transfer(
+    device_file: Annotated[Path, typer.Option("--device-file", help="A calibrated device YAML.")],
+    base: Annotated[str, typer.Option("--base", help="Device to carry its fitted efficiencies "
+                                      "to (catalog name or device file).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Device YAML to write.")],
+    name: Annotated[str | None, typer.Option(help="Name of the new device.")] = None,
+) -> None:
+    """Put a calibrated device's fitted efficiencies on another device (grade D)."""
+    from infersim.calibration import resolve_base, transfer, write_device
+    from infersim.hardware import load_device_file
+
+    src = load_device_file(device_file)
+    device = transfer(src, resolve_base(base), name)
+    write_device(device, out_path, f"Efficiencies of {src.name} ({device_file}) on "
+                 f"{device.display_name}, by `infersim calibrate transfer`.")
+    moved = [k for k, q in src.efficiency.items() if q.grade == "C"]
+    out.print(f"{device.name}: {', '.join(moved)} from {src.name} -> {out_path}")
+
+
+@calibrate_app.command("report")
+def calibrate_report(
+    profile: Annotated[Path, typer.Option("--profile", help="Profile CSV.")],
+    device_file: Annotated[Path, typer.Option("--device-file", help="Device YAML to judge.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for summary.json, "
+                                                 "kernels.csv and the plot.")] = None,
+    device_name: ProfileDeviceOpt = None,
+    split: SplitOpt = "auto",
+    holdout_models: HoldoutOpt = None,
+    every: EveryOpt = 3,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per op class: fit and held-out MAPE and worst error of a device file on a profile."""
+    from infersim.calibration import report, write_report
+    from infersim.hardware import load_device_file
+
+    rep = report(profile, load_device_file(device_file), device_name, split,
+                 _csv_names(holdout_models), every)
+    if out_dir is not None:
+        write_report(rep, out_dir)
+    if as_json:
+        return _print_json(rep.to_dict())
+    out.print(f"[bold]{rep.device.name}[/] on {profile} ({len(rep.evaluation):,} kernels; split "
+              f"{rep.split.describe()}); error = predicted / measured - 1")
+    out.print(_summary_table(rep.summary))
+    if out_dir is not None:
+        out.print(f"results -> {out_dir}")
+
+
+@calibrate_app.command("replay")
+def calibrate_replay(
+    steps: Annotated[Path, typer.Option("--steps", help="steps.csv of `infersim run --out`.")],
+    device_file: Annotated[Path, typer.Option("--device-file", help="Device YAML to judge.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the "
+                                              "run's config.yaml).")] = None,
+    tp: Annotated[int | None, typer.Option(help="TP of the run (default: its config).")] = None,
+    max_steps: Annotated[int, typer.Option(help="Steps to replay, evenly spaced.")] = 40,
+    layers: Annotated[int, typer.Option(help="Decoder layers to run (scaled to the model's).")
+                      ] = 2,
+    repeats: Annotated[int, typer.Option(help="Timed repeats per step (median).")] = 3,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    clock: ClockOpt = "wall",
+    out_path: Annotated[Path | None, typer.Option("--out", help="Per-step CSV to write.")
+                        ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run simulated steps on a real transformer; compare measured and predicted time."""
+    from infersim.calibration import replay
+    from infersim.calibration.devicefile import write_text_atomic
+    from infersim.hardware import load_device_file
+
+    result = replay(steps, load_device_file(device_file), model, tp, max_steps, layers, repeats,
+                    device, dtype, threads, clock)
+    if out_path is not None:
+        write_text_atomic(out_path, result.steps.to_csv(index=False))
+    s = result.summary
+    if as_json:
+        return _print_json(s)
+    table = Table("step", "decode", "prefill", "measured (ms)", "predicted (ms)", "error")
+    for r in result.steps.itertuples():
+        pre = f"{r.prefill_seqs}x{r.prefill_len}@{r.prefill_context}" if r.prefill_seqs else "-"
+        dec = f"{r.decode_seqs}@{r.decode_context}" if r.decode_seqs else "-"
+        table.add_row(str(r.step), dec, pre, f"{r.measured_s * 1e3:,.2f}",
+                      f"{r.predicted_s * 1e3:,.2f}", f"{r.error:+.1%}")
+    out.print(table)
+    out.print(f"{s['steps']} steps of {s['model']} (tp={s['tp']}, {s['layers_run']} of "
+              f"{s['num_layers']} layers run, {s['backend']} {s['dtype']}) on {s['device']}: "
+              f"step time MAPE {s['mape']:.1%}, median {s['median_ape']:.1%}, worst "
+              f"{s['worst']:+.1%} (model forward; engine overheads excluded)")
+
+
+@calibrate_app.command("local-device")
+def calibrate_local_device(
+    out_path: Annotated[Path, typer.Option("--out", help="Device YAML to write.")],
+    name: Annotated[str, typer.Option(help="Device name.")] = "local-cpu",
+    threads: Annotated[int | None, typer.Option(help="Threads to measure with (default: "
+                                                "all cores this process may use).")] = None,
+    clock: ClockOpt = "wall",
+) -> None:
+    """Describe this machine's CPU as a device (measured peak GEMM rate and bandwidth)."""
+    from infersim.calibration import local_cpu_device, write_device
+
+    device = local_cpu_device(name, threads, clock)
+    write_device(device, out_path, "Built by `infersim calibrate local-device` on this machine.")
+    peaks = ", ".join(f"{d} {q.value:g} {q.unit}" for d, q in device.peak_flops.items())
+    bws = ", ".join(f"{t.name} {t.bandwidth.value:g} {t.bandwidth.unit}" for t in device.memory)
+    out.print(f"{device.display_name}: {peaks}; {bws} -> {out_path}")
+
+
 # --- run ------------------------------------------------------------------------------------
 SUMMARY_ROWS = (
     ("completed", "completed", "{:,}"), ("duration (s)", "duration_s", "{:,.1f}"),
@@ -246,6 +491,17 @@ def _summary_tables(summary: dict) -> tuple[Table, Table]:
         lat.add_row(name.upper(), *(f"{summary[f'{s}_{name}_ms']:,.1f}"
                                     for s in ("mean", "median", "p90", "p99")))
     return table, lat
+
+
+def _speculation_line(sp: dict) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None or value != value else fmt.format(value)
+
+    return (f"speculation: {sp['drafter']}, policy {sp['policy']}: acceptance rate "
+            f"{num(sp['acceptance_rate'], '{:.1%}')}, mean accepted length "
+            f"{num(sp['mean_accepted_length'], '{:.2f}')} tokens per verify, mean K "
+            f"{num(sp['mean_k'], '{:.2f}')}; draft {num(sp['draft_share'], '{:.1%}')} and "
+            f"verify {num(sp['verify_share'], '{:.1%}')} of busy time")
 
 
 @app.command()
@@ -299,6 +555,8 @@ def run(
               f"(tp={cfg.placement.tp}), scheduler {cfg.scheduler.name}, "
               f"{s['kv_blocks_total']:,} KV blocks, seed {cfg.seed}")
     out.print(*_summary_tables(s))
+    if "speculation" in s:
+        out.print(_speculation_line(s["speculation"]), highlight=False)
     out.print(f"simulated {s['duration_s']:,.1f} s in {wall:.2f} s of wall time; lowest input "
               f"grade {s['lowest_grade']}" + (f"; results in {out_dir}" if out_dir else ""))
 
@@ -477,6 +735,71 @@ def optimize_tree_cmd(
 
 
 # --- optimize schedule (CP-SAT) ------------------------------------------------------------
+@optimize_app.command("schedule")
+def optimize_schedule_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                help="YAML config (default: embedded).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key: --set scheduler.num_gpu_blocks=64 (repeatable).")] = None,
+    requests: Annotated[int, typer.Option("--requests", "-n", min=1,
+                                          help="The first N requests of the workload.")] = 30,
+    objective: Annotated[str, typer.Option(
+        help="latency (sum of end-to-end), makespan, cost (busy device time) or slo "
+        "(requests missing the config's SLOs).")] = "latency",
+    preemption: Annotated[str, typer.Option(
+        help="on: the optimum may drop a request's KV cache and recompute it.")] = "off",
+    time_limit: Annotated[float, typer.Option("--time-limit", min=0.1,
+                                              help="CP-SAT time limit (s).")] = 60.0,
+    workers: Annotated[int, typer.Option(min=1, help="CP-SAT workers.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="CP-SAT random seed.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """The optimal schedule of the first N requests (CP-SAT, warm-started from the best
+    scheduler) and its bound, next to every registered scheduler on the same requests."""
+    from infersim.errors import ConfigError
+    from infersim.optimizer.schedule import optimize_schedule
+
+    if preemption not in ("on", "off"):
+        raise ConfigError("--preemption", preemption, "allowed: on, off")
+    err = Console(stderr=True)
+    report = optimize_schedule(config, requests, objective, preemption=preemption == "on",
+                               time_limit_s=time_limit, num_workers=workers, seed=seed,
+                               overrides=set_ or [],
+                               progress=None if as_json else lambda m: err.print(m))
+    if as_json:
+        return _print_json(report.to_dict())
+    res, fit = report.result, report.envelope.fit
+    unit = res.unit
+    out.print(report.description, highlight=False)
+    out.print(f"step envelope: {len(report.envelope.pieces)} linear pieces below the cost "
+              f"model, error mean {fit.mean_rel_error:.1%}, max {fit.max_rel_error:.1%} on "
+              f"{fit.samples:,} shapes; above it on {fit.holdout_violations} of "
+              f"{fit.holdout_samples:,} held-out shapes and {report.envelope_violations} "
+              "simulated steps", highlight=False)
+    out.print(f"[bold]{res.summary()}[/]", highlight=False)
+    out.print(f"replay of the optimum: {report.replay_linearized:.6g} {unit} under the "
+              f"envelope (solver {res.incumbent:.6g}, {report.replay_error:.3%} apart), "
+              f"{report.optimum:.6g} {unit} under the cost model "
+              f"({report.linearization_gap:+.2%} linearisation)", highlight=False)
+    table = Table("schedule", f"{objective} ({unit})", "above bound", "above optimum",
+                  "under envelope", "steps", "preemptions")
+    for row in report.table().to_dict(orient="records"):
+        def pct(v):
+            return "-" if v is None or v != v else f"{v:+.1%}"
+
+        value = row["value"]
+        table.add_row(row["scheduler"], "-" if value != value else f"{value:.6g}",
+                      pct(row["above_bound"]), pct(row["above_optimum"]),
+                      f"{row['value_linearized']:.6g}" if row["value_linearized"] ==
+                      row["value_linearized"] else "-",
+                      "-" if row["steps"] is None or row["steps"] != row["steps"]
+                      else f"{int(row['steps'])}",
+                      "-" if row["preemptions"] is None or row["preemptions"] !=
+                      row["preemptions"] else f"{int(row['preemptions'])}")
+    out.print(table)
+    for row in report.runs:
+        if row.error:
+            out.print(f"note: {row.name} failed: {row.error}", highlight=False)
 
 
 def main() -> None:

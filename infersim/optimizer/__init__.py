@@ -1,5 +1,13 @@
 """Upper bounds: exact DPs and OR-Tools CP-SAT models (draft trees, schedules)."""
 
+from infersim.optimizer.schedule import (
+    ScheduleInstance,
+    ScheduleReport,
+    SolveResult,
+    StepEnvelope,
+    optimize_schedule,
+    solve_schedule,
+)
 from infersim.optimizer.tree_cpsat import TreeSolution, solve_tree, solve_trees
 from infersim.optimizer.trees import (
     DraftTree,
@@ -24,8 +32,12 @@ from infersim.optimizer.trees import (
 
 __all__ = [
     "DraftTree",
+    "ScheduleInstance",
+    "ScheduleReport",
     "SizeChoice",
     "SizeOption",
+    "SolveResult",
+    "StepEnvelope",
     "TreePlan",
     "TreeSolution",
     "TreeTable",
@@ -39,8 +51,10 @@ __all__ = [
     "cost_model_verify_time",
     "emitted_distribution",
     "expected_tokens_chain",
+    "optimize_schedule",
     "optimize_tree",
     "sample_emitted",
+    "solve_schedule",
     "solve_tree",
     "solve_trees",
     "tree_table",

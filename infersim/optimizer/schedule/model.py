@@ -1,0 +1,451 @@
+"""The CP-SAT model of serving a set of requests in engine steps (docs/optimizer.md has the
+formulation with every relaxation and which way it goes)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from infersim.errors import SolverError
+from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
+from infersim.optimizer.schedule.instance import ScheduleInstance
+from infersim.optimizer.schedule.linearize import US, StepEnvelope
+from infersim.simulator.schedulers.fixed import FixedStep
+
+
+@dataclass(frozen=True)
+class IntEnvelope:
+    """The envelope in the model's integers: ``Q * d >= A + B T + G N + D K + E S`` per
+    piece, d in microseconds. Coefficients are rounded down and A lowered by one
+    microsecond (Q), so the smallest integer d never exceeds the float envelope: the model's
+    durations stay at or below the cost model wherever the envelope does."""
+
+    q: int
+    coef: np.ndarray  # (pieces, 5) int64: A, B, G, D, E
+
+    @classmethod
+    def of(cls, env: StepEnvelope) -> IntEnvelope:
+        us = env.pieces * US
+        features = us[:, 1:]
+        nonzero = features[features > 0]
+        q = 1000
+        while nonzero.size and q < 10**7 and (nonzero * q).min() < 1000:
+            q *= 10
+        coef = np.floor(us * q).astype(np.int64)
+        coef[:, 0] -= q
+        return cls(q, coef)
+
+    def duration(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
+        """The model's (smallest) duration of a step, in microseconds."""
+        if tokens <= 0:
+            return 0
+        rhs = self.coef @ np.array([1, tokens, seqs, kv, sampled], dtype=np.int64)
+        return max(0, int(-(-int(rhs.max()) // self.q)))
+
+    @property
+    def min_step(self) -> int:
+        """The shortest a non-empty step can be (one token, one sequence, one KV read)."""
+        return self.duration(1, 1, 1, 0)
+
+    def uses(self, column: int) -> bool:
+        return bool((self.coef[:, column] > 0).any())
+
+
+def to_us(seconds: np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(seconds) * US).astype(np.int64)
+
+
+def int_trace(inst: ScheduleInstance, ienv: IntEnvelope, schedule) -> ScheduleTrace:
+    """``schedule`` timed as the model times it (integer microseconds, arrivals floored)."""
+    return run_schedule(inst, schedule, ienv.duration, to_us(inst.arrival_s))
+
+
+class ScheduleModel:
+    """Variables per (request r, step s): tokens x, in-step y, computed-after c, prompt done
+    p, finished f (and, with preemption, dropped pre, generated g, sampled smp); per step:
+    non-empty e, start t, duration d. See docs/optimizer.md."""
+
+    def __init__(self, inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
+                 preemption: bool, horizon: int, tail: bool, upper: int | None = None,
+                 kv_granularity: str = "block") -> None:
+        if kv_granularity not in ("block", "token"):
+            raise SolverError(f"kv_granularity must be block or token, got {kv_granularity!r}")
+        self.inst, self.ienv, self.objective = inst, ienv, objective
+        self.preemption, self.S, self.tail = preemption, horizon, tail
+        self.kv_granularity = kv_granularity
+        self.a_us = to_us(inst.arrival_s)
+        self.model = cp_model.CpModel()
+        self._build(upper)
+
+    # --- building ---------------------------------------------------------------------------
+    def _build(self, upper: int | None) -> None:
+        m, inst, ie = self.model, self.inst, self.ienv
+        R, S = inst.n, self.S
+        P, OUT, L = (inst.prompt.tolist(), inst.output.tolist(), inst.length.tolist())
+        BUD, SEQ, NB, BS = (inst.max_num_batched_tokens, inst.max_num_seqs, inst.num_blocks,
+                            inst.block_size)
+        a = self.a_us.tolist()
+        A0 = ie.min_step
+        self.A0 = A0
+        max_tok = min(BUD, sum(L))
+        dmax = ie.duration(max_tok, min(SEQ, R), min(inst.capacity_tokens, sum(L)), min(SEQ, R))
+        tmax = int(max(a)) + S * dmax + max(OUT) * max(A0, 1) + 1
+        self.tmax = tmax
+        use_kv, use_smp = ie.uses(3), ie.uses(4)
+        kv_binding = sum(-(-x // BS) for x in L) > NB
+        cap_binding = R > SEQ
+
+        # cost ignores time: the engine may idle for free, so arrivals never bind it
+        timed = self.objective != "cost"
+        self.timed = timed
+        self.cum_p: list = []  # (r, s, number of steps s' <= s with p[r,s'])
+        e = [m.new_bool_var(f"e{s}") for s in range(S)]
+        t = [m.new_int_var(0, tmax, f"t{s}") for s in range(S)] if timed else None
+        d = [m.new_int_var(0, dmax, f"d{s}") for s in range(S)]
+        for s in range(S - 1):
+            m.add_implication(e[s + 1], e[s])  # empty steps only at the end
+            if timed:
+                m.add(t[s + 1] >= t[s] + d[s])
+        x = [[None] * S for _ in range(R)]
+        y = [[None] * S for _ in range(R)]
+        c = [[None] * S for _ in range(R)]
+        p = [[None] * S for _ in range(R)]
+        f = [[None] * S for _ in range(R)]
+        g = [[None] * S for _ in range(R)] if self.preemption else None
+        pre = [[None] * S for _ in range(R)] if self.preemption else None
+        smp = [[None] * S for _ in range(R)]
+        kb = [[None] * S for _ in range(R)]
+        kr = [[None] * S for _ in range(R)]
+        hold = [[None] * S for _ in range(R)]
+        F = [m.new_int_var(0, tmax, f"F{r}") for r in range(R)] if timed else None
+        need_ft = self.objective == "slo"
+        FT = [m.new_int_var(0, tmax, f"FT{r}") for r in range(R)] if need_ft else None
+
+        for r in range(R):
+            Pr, Or, Lr = P[r], OUT[r], L[r]
+            ub = min(BUD, Lr)
+            for s in range(S):
+                xv = m.new_int_var(0, ub, f"x{r}_{s}")
+                yv = m.new_bool_var(f"y{r}_{s}")
+                cv = m.new_int_var(0, Lr, f"c{r}_{s}")
+                m.add(xv >= yv)
+                m.add(xv <= ub * yv)
+                m.add_implication(yv, e[s])
+                if timed:
+                    m.add(t[s] >= a[r] * yv)
+                c_prev = c[r][s - 1] if s else 0
+                f_prev = f[r][s - 1] if s else 0
+                if not self.preemption:
+                    m.add(cv == c_prev + xv)
+                    pv = m.new_bool_var(f"p{r}_{s}")
+                    m.add(cv >= Pr * pv)
+                    m.add(cv <= Pr - 1 + (Lr - Pr + 1) * pv)
+                    if Or == 1:
+                        fv = pv
+                    else:
+                        fv = m.new_bool_var(f"f{r}_{s}")
+                        m.add(cv >= Lr * fv)
+                        m.add(cv <= Lr - 1 + fv)
+                        p_prev = p[r][s - 1] if s else 0
+                        m.add(cv <= Pr + (Lr - Pr) * p_prev)  # prompt first, then
+                        m.add(xv <= 1 + (ub - 1) * (1 - p_prev))  # one token per step
+                    if use_smp:
+                        sv = m.new_bool_var(f"smp{r}_{s}")
+                        m.add(sv >= yv + pv - 1)
+                        smp[r][s] = sv
+                else:
+                    g_prev = g[r][s - 1] if s else 0
+                    gv = m.new_int_var(0, Or, f"g{r}_{s}")
+                    sv = m.new_bool_var(f"smp{r}_{s}")
+                    if s:
+                        dv = m.new_bool_var(f"pre{r}_{s}")
+                        m.add(cv == c_prev + xv).only_enforce_if(~dv)
+                        m.add(cv == xv).only_enforce_if(dv)
+                        m.add(c_prev >= 1).only_enforce_if(dv)
+                        m.add_implication(dv, ~f_prev)
+                        pre[r][s] = dv
+                    else:
+                        m.add(cv == xv)
+                    m.add(cv <= Pr + g_prev)
+                    m.add(cv - g_prev >= Pr).only_enforce_if(sv)
+                    m.add(cv - g_prev <= Pr - 1).only_enforce_if(~sv)
+                    m.add(gv == g_prev + sv)
+                    pv = m.new_bool_var(f"p{r}_{s}")
+                    m.add(gv >= pv)
+                    m.add(gv <= Or * pv)
+                    if Or == 1:
+                        fv = pv
+                    else:
+                        fv = m.new_bool_var(f"f{r}_{s}")
+                        m.add(gv >= Or * fv)
+                        m.add(gv <= Or - 1 + fv)
+                    if s:
+                        m.add(xv == 0).only_enforce_if(f_prev)
+                    g[r][s], smp[r][s] = gv, sv
+                x[r][s], y[r][s], c[r][s], p[r][s], f[r][s] = xv, yv, cv, pv, fv
+                held = cv - Lr * f_prev  # tokens of KV held during the step
+                if kv_binding and self.kv_granularity == "block":
+                    kbv = m.new_int_var(0, -(-Lr // BS), f"kb{r}_{s}")
+                    m.add(BS * kbv >= held)
+                    kb[r][s] = kbv
+                if cap_binding:
+                    hv = m.new_bool_var(f"hold{r}_{s}")
+                    m.add(cv <= Lr * hv + Lr * f_prev)
+                    hold[r][s] = hv
+                if use_kv:
+                    krv = m.new_int_var(0, Lr, f"kr{r}_{s}")
+                    m.add(krv >= cv - Lr * (1 - yv))
+                    kr[r][s] = krv
+                if not timed:
+                    continue
+                end = t[s] + d[s]
+                if s == 0:
+                    m.add(F[r] >= end)
+                else:
+                    m.add(F[r] >= end).only_enforce_if(~f_prev)
+                if need_ft:
+                    p_prev = p[r][s - 1] if s else None
+                    if p_prev is None:
+                        m.add(FT[r] >= end)
+                    else:
+                        m.add(FT[r] >= end).only_enforce_if(~p_prev)
+                    m.add(FT[r] <= end).only_enforce_if(pv)
+            # decoding is one token per step: after the first token, computed (no
+            # preemption) or generated tokens grow by at most one per step (LP-strong form)
+            if Or > 1:
+                cum = 0
+                for s in range(S):
+                    cum = cum + p[r][s]
+                    cp = m.new_int_var(0, s + 1, f"cp{r}_{s}")
+                    m.add(cp == cum)
+                    self.cum_p.append((r, s, cp))
+                    cum = cp
+                    if self.preemption:
+                        m.add(g[r][s] <= cp)
+                    else:
+                        m.add(c[r][s] <= Pr - 1 + cp)
+                    if s >= Or - 1:
+                        m.add(f[r][s] <= p[r][s - Or + 1])
+                    else:
+                        m.add(f[r][s] == 0)
+
+        # steps: budget, KV cache, sequence cap, duration
+        for s in range(S):
+            T = sum(x[r][s] for r in range(R))
+            N = sum(y[r][s] for r in range(R))
+            m.add(sum(x[r][s] for r in range(R)) <= BUD * e[s])  # no tokens in empty steps
+            if kv_binding:
+                if self.kv_granularity == "block":
+                    m.add(sum(kb[r][s] for r in range(R)) <= NB * e[s])
+                else:
+                    m.add(sum(c[r][s] - L[r] * (f[r][s - 1] if s else 0) for r in range(R))
+                          <= inst.capacity_tokens * e[s])
+            if cap_binding:
+                m.add(sum(hold[r][s] for r in range(R)) <= SEQ * e[s])
+            K = sum(kr[r][s] for r in range(R)) if use_kv else 0
+            Sm = sum(smp[r][s] for r in range(R)) if use_smp else 0
+            for A, B, G, D, E in ie.coef.tolist():
+                m.add(ie.q * d[s] >= A * e[s] + B * T + G * N + D * K + E * Sm)
+
+        # requests: finishing, lower bounds, the horizon's tail
+        first_steps = [-(-P[r] // BUD) for r in range(R)]
+        if timed:
+            m.add(t[0] >= min(a))
+        for r in range(R if timed else 0):
+            m.add(F[r] >= a[r] + A0 * (first_steps[r] + OUT[r] - 1))
+            # its own steps lie in [arrival, finish]: each lasts at least what r adds to it
+            for A, B, G, D, E in ie.coef.tolist():
+                if A >= 0:
+                    own = sum((A + G) * y[r][s] + B * x[r][s]
+                              + (D * kr[r][s] if use_kv else 0)
+                              + (E * smp[r][s] if use_smp else 0) for s in range(S))
+                    m.add(ie.q * (F[r] - a[r]) >= own)
+            # a request finishing in step k ends after k + 1 non-empty steps from t[0]
+            m.add(F[r] >= t[0] + A0 * (S + 1 - sum(f[r])))
+            if need_ft:
+                m.add(F[r] >= FT[r] + A0 * (OUT[r] - 1))
+                m.add(FT[r] >= a[r] + A0 * first_steps[r])
+                m.add(FT[r] >= t[0] + A0 * (S + 1 - sum(p[r])))
+        unfinished, rem = [], []
+        self.tail_vars: list = []
+        self.makespan_var = None
+        for r in range(R):
+            # the step sampling token j (0-based) reads P + j KV tokens; r samples OUT tokens
+            done = f[r][S - 1] if self.tail else 1
+            if use_kv:
+                reads = OUT[r] * P[r] + OUT[r] * (OUT[r] - 1) // 2
+                m.add(sum(kr[r][s] for s in range(S)) >= reads * done)
+            if use_smp:
+                m.add(sum(smp[r][s] for s in range(S)) >= OUT[r] * done)
+        if kv_binding and self.kv_granularity == "block":
+            # memory-time: the step sampling token j holds ceil((P + j) / block) blocks
+            for r in range(R):
+                need = sum(-(-(P[r] + j) // BS) for j in range(OUT[r]))
+                done = f[r][S - 1] if self.tail else 1
+                m.add(sum(kb[r][s] for s in range(S)) >= need * done)
+        if self.tail:
+            end_last = t[S - 1] + d[S - 1] if timed else 0
+            for r in range(R):
+                u = f[r][S - 1].Not()
+                m.add_implication(u, e[S - 1])  # a cut horizon is a full one
+                if self.preemption:
+                    rr = OUT[r] - g[r][S - 1]
+                else:
+                    rv = m.new_int_var(0, OUT[r], f"rem{r}")
+                    self.tail_vars.append(rv)
+                    m.add_min_equality(rv, [OUT[r], L[r] - c[r][S - 1]])
+                    rr = rv
+                rem.append(rr)
+                unfinished.append(u)
+                if timed:
+                    m.add(F[r] >= end_last + A0 * rr).only_enforce_if(u)
+                if need_ft:
+                    m.add(FT[r] >= end_last + A0).only_enforce_if(p[r][S - 1].Not())
+        else:
+            for r in range(R):
+                m.add(f[r][S - 1] == 1)
+                m.add(sum(y[r][s] for s in range(S)) >= first_steps[r] + OUT[r] - 1)
+
+        # objective
+        obj = self.objective
+        offset = 0
+        if obj == "latency":
+            offset = -int(sum(a))
+            expr = sum(F) + offset
+        elif obj == "makespan":
+            M = m.new_int_var(0, tmax, "makespan")
+            self.makespan_var = M
+            for r in range(R):
+                m.add(F[r] <= M)
+            offset = -int(min(a))
+            m.add(M + offset >= sum(d))  # steps run one at a time after the first arrival
+            expr = M + offset
+        elif obj == "cost":
+            expr = sum(d)
+            if self.tail:
+                n_tail = m.new_int_var(0, max(OUT), "tail_steps")
+                self.tail_vars.append(n_tail)
+                m.add_max_equality(n_tail, rem)
+                tail_cost = m.new_int_var(0, tmax, "tail_cost")
+                self.tail_vars.append(tail_cost)
+                T_tail = sum(L[r] - c[r][S - 1] for r in range(R))
+                N_tail = sum(rem)
+                m.add(tail_cost >= A0 * n_tail)
+                for A, B, G, _D, E in ie.coef.tolist():
+                    if A >= 0:
+                        m.add(ie.q * tail_cost >= A * n_tail + B * T_tail + (G + E) * N_tail)
+                expr = expr + tail_cost
+        elif obj == "slo":
+            slo = inst.slo_ms
+            if not slo:
+                raise SolverError("objective slo needs limits: set slo.ttft_ms, slo.tpot_ms or "
+                                  "slo.e2el_ms in the config")
+            v = [m.new_bool_var(f"v{r}") for r in range(R)]
+            lim = {k: math.ceil(val * 1e3) + 1 for k, val in slo.items()}  # ms -> us, + floor
+            for r in range(R):
+                if "ttft_ms" in lim:
+                    m.add(FT[r] - a[r] <= lim["ttft_ms"]).only_enforce_if(~v[r])
+                if "e2el_ms" in lim:
+                    m.add(F[r] - a[r] <= lim["e2el_ms"]).only_enforce_if(~v[r])
+                if "tpot_ms" in lim and OUT[r] > 1:
+                    m.add(F[r] - FT[r] <= lim["tpot_ms"] * (OUT[r] - 1)).only_enforce_if(~v[r])
+            expr = sum(v)
+            self.violations = v
+        else:
+            raise SolverError(f"unknown objective {obj!r}; allowed: latency, makespan, cost, slo")
+        if upper is not None:
+            m.add(expr <= upper)
+        m.minimize(expr)
+        self.offset = offset
+        self.objective_expr = expr
+        self.vars = dict(e=e, t=t, d=d, x=x, y=y, c=c, p=p, f=f, g=g, pre=pre, smp=smp, kb=kb,
+                         kr=kr, hold=hold, F=F, FT=FT)
+        self.unfinished = unfinished
+        self.kv_binding, self.cap_binding = kv_binding, cap_binding
+
+    # --- warm start -------------------------------------------------------------------------
+    def hint(self, tr: ScheduleTrace) -> None:
+        """Hint every variable with the values of a complete schedule's integer trace."""
+        inst, v, m, S = self.inst, self.vars, self.model, self.S
+        n = tr.num_steps
+        if n > S:
+            raise SolverError(f"the warm start has {n} steps, more than the horizon {S}")
+        P, OUT, L, BS = inst.prompt, inst.output, inst.length, inst.block_size
+        last_end = int(tr.end[-1]) if n else 0
+        pad = S - n
+        x = np.pad(tr.tokens, ((0, 0), (0, pad)))
+        c = np.hstack([tr.computed, np.repeat(L[:, None], pad, axis=1)])
+        g = np.hstack([tr.generated, np.repeat(OUT[:, None], pad, axis=1)])
+        dropped = np.pad(tr.dropped, ((0, 0), (0, pad)))
+        g_prev = np.hstack([np.zeros((inst.n, 1), dtype=np.int64), g[:, :-1]])
+        for s in range(S):
+            busy = s < n
+            m.add_hint(v["e"][s], busy)
+            if v["t"] is not None:
+                m.add_hint(v["t"][s], int(tr.start[s]) if busy else last_end)
+            m.add_hint(v["d"][s], int(tr.duration[s]) if busy else 0)
+        for r in range(inst.n):
+            for s in range(S):
+                xs, cs, gs, gp = int(x[r, s]), int(c[r, s]), int(g[r, s]), int(g_prev[r, s])
+                held = 0 if gp >= OUT[r] else cs
+                m.add_hint(v["x"][r][s], xs)
+                m.add_hint(v["y"][r][s], xs > 0)
+                m.add_hint(v["c"][r][s], cs)
+                m.add_hint(v["p"][r][s], gs >= 1)
+                if OUT[r] > 1:
+                    m.add_hint(v["f"][r][s], gs >= OUT[r])
+                if v["smp"][r][s] is not None:
+                    m.add_hint(v["smp"][r][s], xs > 0 and cs == P[r] + gp)
+                if self.preemption:
+                    m.add_hint(v["g"][r][s], gs)
+                    if s:
+                        m.add_hint(v["pre"][r][s], bool(dropped[r, s]))
+                if v["kb"][r][s] is not None:
+                    m.add_hint(v["kb"][r][s], -(-held // BS))
+                if v["hold"][r][s] is not None:
+                    m.add_hint(v["hold"][r][s], held > 0)
+                if v["kr"][r][s] is not None:
+                    m.add_hint(v["kr"][r][s], cs if xs > 0 else 0)
+            if v["F"] is not None:
+                m.add_hint(v["F"][r], int(tr.finish[r]))
+            if v["FT"] is not None:
+                m.add_hint(v["FT"][r], int(tr.first_token[r]))
+        cum = np.cumsum(g >= 1, axis=1)
+        for r, s, var in self.cum_p:
+            m.add_hint(var, int(cum[r, s]))
+        if self.makespan_var is not None:
+            m.add_hint(self.makespan_var, int(tr.finish.max()))
+        for var in self.tail_vars:  # a complete schedule leaves nothing to the tail
+            m.add_hint(var, 0)
+        if self.objective == "slo":
+            bad = tr.slo_violations(inst.slo_ms, 1e3)
+            for r, var in enumerate(self.violations):
+                m.add_hint(var, bool(bad[r]))
+
+    # --- reading a solution -----------------------------------------------------------------
+    def extract(self, value) -> list[FixedStep]:
+        """The schedule of a solution (``value``: var -> int), empty steps dropped."""
+        v, R = self.vars, self.inst.n
+        out = []
+        for s in range(self.S):
+            if not value(v["e"][s]):
+                break
+            run = tuple((r, int(value(v["x"][r][s]))) for r in range(R)
+                        if value(v["x"][r][s]) > 0)
+            drop = ()
+            if self.preemption and s:
+                drop = tuple(r for r in range(R) if value(v["pre"][r][s]))
+            if run or drop:
+                out.append(FixedStep(run, drop))
+        return out
+
+    def complete(self, value) -> bool:
+        return not any(value(u) for u in self.unfinished)
+
+    @property
+    def size(self) -> dict:
+        proto = self.model.proto
+        return {"variables": len(proto.variables), "constraints": len(proto.constraints)}

@@ -1,0 +1,251 @@
+"""Solve the schedule model: horizon, warm start, time limit, workers, and the result."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from infersim.errors import SolverError
+from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
+from infersim.optimizer.schedule.greedy import greedy_schedules
+from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
+from infersim.optimizer.schedule.linearize import US, StepEnvelope
+from infersim.optimizer.schedule.model import IntEnvelope, ScheduleModel, int_trace, to_us
+from infersim.optimizer.schedule.result import SolveResult, relative_gap
+from infersim.simulator.schedulers.fixed import FixedStep, as_steps
+
+STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
+          cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
+          cp_model.MODEL_INVALID: "MODEL_INVALID"}
+
+
+@dataclass
+class ScheduleSolution:
+    """A solve's result, its best complete schedule, and that schedule run under the
+    envelope (float seconds): ``trace.objective`` is the optimum recomputed with the
+    linearised durations."""
+
+    result: SolveResult
+    schedule: list[FixedStep]
+    trace: ScheduleTrace
+    envelope: StepEnvelope
+    progress: list[tuple[float, float, float]]  # (wall s, incumbent, bound) in model units
+
+
+def serial_schedule(inst: ScheduleInstance) -> list[FixedStep]:
+    """The simplest feasible schedule: requests one at a time in arrival order, prompts in
+    budget-sized chunks, then one decode per step."""
+    steps = []
+    bud = inst.max_num_batched_tokens
+    for r in range(inst.n):
+        left = int(inst.prompt[r])
+        while left > 0:
+            q = min(bud, left)
+            steps.append(FixedStep(((r, q),)))
+            left -= q
+        steps.extend(FixedStep(((r, 1),)) for _ in range(int(inst.output[r]) - 1))
+    return steps
+
+
+def best_start(inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
+               candidates: Sequence[tuple[str, Sequence]]) -> tuple[str, list[FixedStep]]:
+    """The best of ``candidates`` (name, schedule), the greedy schedules and the serial one
+    by the model's objective; candidates the model cannot run are skipped."""
+    a_us = to_us(inst.arrival_s)
+    pool = [*candidates, *greedy_schedules(inst, ienv.duration, a_us),
+            ("serial", serial_schedule(inst))]
+    best = None
+    for name, schedule in pool:
+        try:
+            value = _model_value(int_trace(inst, ienv, schedule), objective, inst)
+        except SolverError:
+            continue  # e.g. swap preemption or padding: not a schedule of the model
+        if best is None or value < best[0]:
+            best = (value, name, list(as_steps(schedule)))
+    return best[1], best[2]
+
+
+def to_report_units(inst: ScheduleInstance, objective: str, value: float, a_us) -> float:
+    """A model objective (integer microseconds, offsets included) in reported units."""
+    if objective == "latency":
+        return (value + float(a_us.sum())) / US - float(inst.arrival_s.sum())
+    if objective == "makespan":
+        return (value + float(a_us.min())) / US - float(inst.arrival_s.min())
+    if objective == "cost":
+        return value / US * inst.devices
+    return float(value)
+
+
+def _model_value(tr: ScheduleTrace, objective: str, inst: ScheduleInstance) -> int:
+    """The model's objective of a complete integer trace."""
+    if objective == "slo":
+        return int(tr.objective("slo", inst.slo_ms, 1e3))
+    if objective == "cost":
+        return int(tr.duration.sum())
+    return round(tr.objective(objective))
+
+
+class _Progress(cp_model.CpSolverSolutionCallback):
+    """Keeps the best complete schedule; stops the search when one would shorten the horizon
+    enough to rebuild the model around it (objective <= ``shrink_at``)."""
+
+    def __init__(self, sm: ScheduleModel, shrink_at: float) -> None:
+        super().__init__()
+        self.sm = sm
+        self.shrink_at = shrink_at
+        self.shrink = False
+        self.best: float = math.inf
+        self.best_steps: list[FixedStep] | None = None
+        self.log: list[tuple[float, float, float]] = []
+        self.count = 0
+
+    def on_solution_callback(self) -> None:
+        self.count += 1
+        obj = self.objective_value
+        self.log.append((self.wall_time, obj, self.best_objective_bound))
+        if obj < self.best and self.sm.complete(self.value):
+            self.best = obj
+            self.best_steps = self.sm.extract(self.value)
+            if obj <= self.shrink_at:
+                self.shrink = True
+                self.stop_search()
+
+
+def needed_steps(inst: ScheduleInstance, ienv: IntEnvelope, objective: str, upper: int,
+                 a_us) -> float:
+    """At most how many non-empty steps a schedule whose model objective is <= ``upper``
+    can have (each lasts at least ``ienv.min_step``); inf when nothing bounds it (slo)."""
+    a0 = ienv.min_step
+    if a0 < 1 or objective == "slo":
+        return math.inf
+    if objective in ("cost", "makespan"):
+        return float(upper // a0)
+    # latency: requests' [arrival, finish] intervals cover every non-empty step, so the steps
+    # fit in the latency sum; and all of them end by the latest any request can finish
+    first = -(-inst.prompt // inst.max_num_batched_tokens)
+    own = a0 * (first + inst.output - 1)  # the model's per-request lower bound
+    latest = a_us + upper - (own.sum() - own)  # finish of r if all others are at their bound
+    return float(min(upper, int(latest.max()) - int(a_us.min())) // a0)
+
+
+def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: str = "latency",
+                   *, preemption: bool = False, warm_start: Sequence | None = None,
+                   warm_start_name: str | None = None, time_limit_s: float = 60.0,
+                   num_workers: int = 2, seed: int = 0, max_horizon: int | None = None,
+                   kv_granularity: str = "block", gap_limit: float = 1e-4,
+                   max_request_steps: int = 100_000, log: bool = False) -> ScheduleSolution:
+    """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
+    ``inst`` under ``envelope``.
+
+    ``warm_start`` (a complete schedule; default: requests one at a time) hints the solver
+    and caps the objective. The horizon is the number of steps a better schedule can have
+    (objective cap / shortest step), at most ``max_horizon`` (default 3 x the warm start's
+    steps + 10); when it is cut, a relaxed tail keeps the bound valid. When a better
+    schedule shortens the horizon a lot, the model is rebuilt around it for the remaining
+    time (the reported bound is the best of the phases, each valid). ``gap_limit``: stop and
+    call the incumbent optimal once (incumbent - bound) / incumbent is below it (default
+    0.01%, under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
+    not bit-deterministic when the time limit stops it: the same seed can give a different
+    incumbent and bound."""
+    if objective not in OBJECTIVES:
+        raise SolverError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    if time_limit_s <= 0 or num_workers < 1:
+        raise SolverError("time limit must be > 0 and num_workers >= 1")
+    if objective == "slo" and not inst.slo_ms:
+        raise SolverError("objective slo needs limits: set slo.ttft_ms, slo.tpot_ms or "
+                          "slo.e2el_ms in the config")
+    started = time.perf_counter()
+    ienv = IntEnvelope.of(envelope)
+    a_us = to_us(inst.arrival_s)
+    if warm_start is None:
+        warm_start_name, warm_start = best_start(inst, ienv, objective, [])
+    warm = list(as_steps(warm_start))
+    hint_trace = int_trace(inst, ienv, warm)
+    upper = _model_value(hint_trace, objective, inst)
+    first_upper = upper
+    n_hint = hint_trace.num_steps
+    limit = max_horizon if max_horizon is not None else 3 * n_hint + 10
+    if limit < n_hint:
+        raise SolverError(f"max_horizon {limit} is shorter than the warm start ({n_hint} steps)")
+    best_steps, best = warm, float(upper)
+    bound = -math.inf
+    status, solve_time, solutions, progress = "UNKNOWN", 0.0, 0, []
+    steps, tail, size = 0, False, {}
+    deadline = started + time_limit_s
+    phases = 0
+    while True:
+        needed = needed_steps(inst, ienv, objective, upper, a_us)
+        steps = int(max(min(needed, limit), n_hint, 1))
+        tail = steps < needed
+        if inst.n * steps > max_request_steps:
+            raise SolverError(
+                f"the model would have {inst.n} requests x {steps} steps = "
+                f"{inst.n * steps:,} request-steps (limit {max_request_steps:,}): use fewer "
+                "requests (--requests) or shorter outputs, or raise max_request_steps")
+        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper, kv_granularity)
+        sm.hint(hint_trace)
+        size = sm.size
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            break
+        # a schedule good enough to shorten the horizon by 15% stops the search (at most
+        # three times) and the model is rebuilt around it
+        shrink_at = -math.inf
+        if phases < 3 and objective != "slo" and left > 0.2 * time_limit_s:
+            lo, hi = 0, upper  # the largest objective whose horizon is 15% shorter
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if needed_steps(inst, ienv, objective, mid, a_us) < 0.85 * steps:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            shrink_at = lo if needed_steps(inst, ienv, objective, lo, a_us) < 0.85 * steps \
+                else -math.inf
+        solver = cp_model.CpSolver()
+        prm = solver.parameters
+        prm.max_time_in_seconds = float(left)
+        prm.num_workers = int(num_workers)
+        prm.random_seed = int(seed)
+        prm.log_search_progress = bool(log)
+        prm.relative_gap_limit = float(gap_limit)
+        cb = _Progress(sm, shrink_at)
+        code = solver.solve(sm.model, cb)
+        phases += 1
+        offset = time.perf_counter() - started - solver.wall_time
+        progress += [(offset + w, o, b) for w, o, b in cb.log]
+        solve_time += solver.wall_time
+        solutions += cb.count
+        status = STATUS.get(code, "UNKNOWN")
+        if status == "MODEL_INVALID":
+            raise SolverError(f"the schedule model is invalid: {sm.model.validate()}")
+        if status == "INFEASIBLE":
+            raise SolverError("the schedule model is infeasible although the warm start ran "
+                              "(a bug; please report it with the instance)")
+        if status in ("OPTIMAL", "FEASIBLE"):
+            bound = max(bound, min(solver.best_objective_bound, upper))
+        if cb.best_steps is not None and cb.best < best:
+            best_steps, best = cb.best_steps, cb.best
+        if not cb.shrink or deadline - time.perf_counter() < 1.0:
+            break
+        upper = int(best)
+        hint_trace = int_trace(inst, ienv, best_steps)
+        n_hint = hint_trace.num_steps
+    bound = min(bound, best)
+    inc = to_report_units(inst, objective, best, a_us)
+    bnd = to_report_units(inst, objective, bound, a_us) if math.isfinite(bound) else -math.inf
+    gap = relative_gap(inc, bnd)
+    status = ("OPTIMAL" if gap <= gap_limit else
+              "FEASIBLE" if math.isfinite(bnd) else "UNKNOWN")
+    result = SolveResult(
+        objective=objective, status=status, incumbent=inc, bound=bnd, gap=gap,
+        solve_time_s=solve_time, wall_time_s=time.perf_counter() - started,
+        num_workers=int(num_workers), seed=int(seed), time_limit_s=float(time_limit_s),
+        preemption=preemption, horizon=steps, tail=tail, warm_start=warm_start_name,
+        warm_start_value=to_report_units(inst, objective, first_upper, a_us),
+        solutions=solutions, model_size=size)
+    trace = run_schedule(inst, best_steps, envelope.seconds)
+    return ScheduleSolution(result, best_steps, trace, envelope, progress)

@@ -1,0 +1,245 @@
+"""The CP-SAT schedule optimizer on tiny instances: valid bounds, known optima, replays."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infersim.cli import app
+from infersim.costmodels import BatchShape, CostModel, Placement
+from infersim.errors import ConfigError, SolverError
+from infersim.hardware import get_device
+from infersim.models import get_model
+from infersim.optimizer.schedule import (
+    LinearizedCost,
+    ScheduleInstance,
+    ShapeRange,
+    fit_envelope,
+    optimize_schedule,
+    run_schedule,
+    serial_schedule,
+    solve_schedule,
+)
+from infersim.optimizer.schedule.model import IntEnvelope, int_trace
+from infersim.simulator import SimConfig
+from infersim.simulator.schedulers.fixed import FixedStep
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cost() -> CostModel:
+    return CostModel(get_model("llama-3.2-1b"), Placement(get_device("h100-sxm")))
+
+
+def instance(arrival, prompt, output, budget=64, seqs=8, blocks=12, bs=4, slo=()):
+    return ScheduleInstance(np.asarray(arrival, float), np.asarray(prompt), np.asarray(output),
+                            budget, seqs, blocks, bs, 1, slo)
+
+
+def envelope_for(cost, inst, samples=400):
+    L = inst.length
+    r = ShapeRange(int(min(inst.max_num_batched_tokens, L.sum())),
+                   int(min(inst.max_num_seqs, inst.n)), int(L.max()),
+                   int(min(inst.capacity_tokens, L.sum())))
+    return fit_envelope(cost, r, samples=samples, seed=0)
+
+
+def tiny_config(**scheduler) -> SimConfig:
+    sched = {"num_gpu_blocks": 10, "block_size": 4, "max_num_batched_tokens": 32,
+             "max_num_seqs": 4, "enable_prefix_caching": False, **scheduler}
+    return SimConfig.from_dict({
+        "model": "llama-3.2-1b", "scheduler": sched,
+        "workload": {"arrival": {"process": "poisson", "rate": 400},
+                     "prompt": {"dist": "uniform", "low": 4, "high": 20},
+                     "output": {"dist": "uniform", "low": 1, "high": 5}, "num_requests": 20},
+        "slo": {"ttft_ms": 20, "tpot_ms": 3}})
+
+
+# --- the envelope --------------------------------------------------------------------------------
+def test_envelope_stays_below_the_cost_model_and_is_close(cost):
+    env = fit_envelope(cost, ShapeRange(512, 16, 600, 4000), samples=600)
+    assert env.fit.holdout_violations == 0
+    assert env.fit.mean_rel_error < 0.1
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 16))
+        q = rng.integers(1, 512 // n + 1, n)
+        k = rng.integers(0, 100, n)
+        shape = BatchShape.from_sequences(q, k)
+        assert env.step_time(shape) <= cost.step_time(shape) * (1 + 1e-9)
+    lin = LinearizedCost(cost, env)
+    assert lin.step_time(BatchShape()) == 0.0
+    runs = lin.step_time(BatchShape(decode_seqs=3, decode_context=np.array([10, 20]),
+                                    sampled=3))
+    assert runs.shape == (2,) and runs[1] > runs[0]
+
+
+def test_integer_durations_never_exceed_the_envelope(cost):
+    inst = instance([0, 0], [10, 20], [3, 2])
+    env = envelope_for(cost, inst)
+    ienv = IntEnvelope.of(env)
+    for t, n, k, s in itertools.product((1, 7, 40), (1, 2), (1, 30), (0, 1)):
+        assert ienv.duration(t, n, k, s) <= env.seconds(t, n, k, s) * 1e6
+    assert ienv.min_step >= 1
+
+
+# --- semantics -----------------------------------------------------------------------------------
+def test_run_schedule_follows_the_engine_rules():
+    inst = instance([0.0, 0.5], [8, 4], [3, 1], budget=16, blocks=4, bs=4)
+    unit = run_schedule(inst, [[(0, 8)], [(0, 1)], [(0, 1), (1, 4)]], lambda *f: 1.0)
+    assert unit.start.tolist() == [0.0, 1.0, 2.0]
+    assert unit.finish.tolist() == [3.0, 3.0] and unit.first_token.tolist() == [1.0, 3.0]
+    assert unit.objective("latency") == pytest.approx(3.0 + 2.5)
+    with pytest.raises(SolverError, match="max_num_batched_tokens"):
+        run_schedule(instance([0, 0], [8, 4], [3, 1], budget=10), [[(0, 8), (1, 4)]],
+                     lambda *f: 1.0)
+    with pytest.raises(SolverError, match="KV blocks"):
+        run_schedule(instance([0, 0], [8, 9], [3, 1], blocks=4), [[(0, 8), (1, 9)]],
+                     lambda *f: 1.0)
+    with pytest.raises(SolverError, match="unfinished"):
+        run_schedule(inst, [[(0, 8)]], lambda *f: 1.0)
+
+
+def test_too_large_requests_and_missing_slos_are_clear_errors(cost):
+    with pytest.raises(SolverError, match="request 1 needs 60 tokens"):
+        instance([0, 0], [4, 50], [2, 10], blocks=10, bs=4)
+    inst = instance([0, 0], [4, 5], [2, 3])
+    env = envelope_for(cost, inst)
+    with pytest.raises(SolverError, match="slo"):
+        solve_schedule(inst, env, "slo", time_limit_s=1)
+    with pytest.raises(SolverError, match="unknown objective"):
+        solve_schedule(inst, env, "throughput", time_limit_s=1)
+
+
+# --- optima --------------------------------------------------------------------------------------
+def test_one_request_alone_is_served_as_fast_as_it_can_be(cost):
+    inst = instance([0.1], [40], [4], budget=64)
+    env = envelope_for(cost, inst)
+    sol = solve_schedule(inst, env, "latency", time_limit_s=10)
+    assert sol.result.status == "OPTIMAL"
+    alone = run_schedule(inst, serial_schedule(inst), env.seconds).objective("latency")
+    assert sol.result.incumbent == pytest.approx(alone, rel=1e-3)
+    assert sol.result.bound <= alone + 1e-9
+
+
+def _all_orders_serial(inst):
+    """Requests one at a time in every order: a brute-force family of schedules."""
+    out = []
+    for order in itertools.permutations(range(inst.n)):
+        steps = []
+        for r in order:
+            steps.append(FixedStep(((r, int(inst.prompt[r])),)))
+            steps += [FixedStep(((r, 1),))] * (int(inst.output[r]) - 1)
+        out.append(steps)
+    return out
+
+
+def test_with_room_for_one_request_the_optimum_is_the_best_order(cost):
+    # one block of 16 tokens: a request holding any KV fills the cache, so every schedule
+    # serves them one by one, each prompt best in one chunk; the best order (brute force) is
+    # the optimum
+    inst = instance([0, 0, 0], [12, 4, 8], [2, 5, 3], budget=16, blocks=1, bs=16)
+    env = envelope_for(cost, inst)
+    ienv = IntEnvelope.of(env)
+    for objective in ("latency", "cost"):
+        best = min(int_trace(inst, ienv, s).objective(objective)
+                   for s in _all_orders_serial(inst))
+        sol = solve_schedule(inst, env, objective, time_limit_s=20)
+        assert sol.result.status == "OPTIMAL"
+        got = int_trace(inst, ienv, sol.schedule).objective(objective)
+        assert got == pytest.approx(best, rel=2e-4)
+
+
+def test_bound_is_below_every_heuristic_and_preemption_never_hurts(cost):
+    cfg = tiny_config()
+    off = optimize_schedule(cfg, 6, "latency", time_limit_s=10, envelope_samples=400)
+    on = optimize_schedule(cfg, 6, "latency", preemption=True, time_limit_s=10,
+                           envelope_samples=400)
+    for report in (off, on):
+        res = report.result
+        assert res.bound <= res.incumbent + 1e-9
+        for run in report.runs:
+            if run.error is None:
+                assert res.bound <= run.value_linearized * (1 + 1e-6)
+                assert res.bound <= run.value * (1 + 1e-6)
+        # replaying the optimum reproduces the solver's objective; the cost model is slower
+        assert report.replay_error < 0.01
+        assert report.optimum >= report.replay_linearized * (1 - 1e-9)
+    assert on.result.incumbent <= off.result.incumbent * (1 + 1e-4)
+    if off.result.optimal and on.result.optimal:
+        assert on.result.bound <= off.result.bound * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("objective", ["makespan", "cost", "slo"])
+def test_every_objective_solves_and_replays(objective):
+    report = optimize_schedule(tiny_config(), 5, objective, time_limit_s=10,
+                               envelope_samples=400)
+    res = report.result
+    assert res.status in ("OPTIMAL", "FEASIBLE")
+    assert res.bound <= res.incumbent + 1e-9
+    assert report.replay_error < 0.01
+    table = report.table()
+    assert {"optimal (CP-SAT)", "bound", "vllm_v1"} <= set(table["scheduler"])
+    assert (table["above_bound"].dropna() >= -1e-6).all()
+
+
+def test_optimizer_rejects_multi_replica_configs():
+    cfg = tiny_config().model_copy(update={"replicas": 2})
+    with pytest.raises(ConfigError, match="replicas"):
+        optimize_schedule(cfg, 3, "latency", time_limit_s=1, envelope_samples=200)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+def test_cli_prints_json_with_status_bound_and_schedulers(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_config().to_yaml())
+    result = runner.invoke(app, ["optimize", "schedule", "--config", str(path), "--requests", "4",
+                                 "--objective", "makespan", "--time-limit", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("status", "incumbent", "bound", "gap", "solve_time_s", "num_workers"):
+        assert key in data["result"]
+    assert data["replay_error"] < 0.01
+    assert any(row["scheduler"] == "vllm_v1" for row in data["schedulers"])
+    table = runner.invoke(app, ["optimize", "schedule", "--config", str(path), "-n", "3",
+                                "--time-limit", "5"])
+    assert table.exit_code == 0, table.output
+    assert "bound" in table.stdout and "vllm_v1" in table.stdout
+
+
+def test_cli_errors_are_one_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from infersim.cli import main; main()",
+                          "optimize", "schedule", "--preemption", "maybe"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--preemption" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_replay_reports_steps_left_after_everyone_finished(cost):
+    from infersim.optimizer.schedule import replay
+    from infersim.workloads import RequestTable
+
+    cfg = tiny_config()
+    reqs = RequestTable(np.array([0.0]), np.array([6]), np.array([2]))
+    ok = replay(cfg, reqs, [FixedStep(((0, 6),)), FixedStep(((0, 1),))], cost)
+    assert ok.requests["finished"].all()
+    with pytest.raises(SolverError, match="left over"):
+        replay(cfg, reqs, [FixedStep(((0, 6),)), FixedStep(((0, 1),)), FixedStep(((0, 1),))],
+               cost)
+    with pytest.raises(SolverError, match="not among"):
+        replay(cfg, reqs, [FixedStep(((3, 6),))], cost)
+
+
+def test_too_large_a_model_is_refused_with_advice(cost):
+    inst = instance([0, 0], [40, 40], [60, 60], budget=64, blocks=20, bs=16)
+    env = envelope_for(cost, inst)
+    with pytest.raises(SolverError, match="request-steps"):
+        solve_schedule(inst, env, "cost", time_limit_s=1, max_request_steps=50)
