@@ -14,16 +14,22 @@ from rich.table import Table
 
 from infersim.errors import InfersimError
 
-app = typer.Typer(help="Predict how LLMs behave when served on real hardware.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-hardware_app = typer.Typer(help="The device catalog.", no_args_is_help=True)
-models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
-cost_app = typer.Typer(help="What one engine step (or one op) costs.")
+
+def _group(help: str, **options) -> typer.Typer:
+    """A command group whose help text is reflowed (markdown) and shown when called bare."""
+    options.setdefault("no_args_is_help", True)
+    return typer.Typer(help=help, rich_markup_mode="markdown", **options)
+
+
+app = _group("Predict how LLMs behave when served on real hardware.", add_completion=False,
+             pretty_exceptions_enable=False)
+hardware_app = _group("The device catalog.")
+models_app = _group("The model catalog.")
+cost_app = _group("What one engine step (or one op) costs.", no_args_is_help=False)
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
 app.add_typer(cost_app, name="cost")
-optimize_app = typer.Typer(help="Upper bounds: optimal draft trees and schedules.",
-                           no_args_is_help=True)
+optimize_app = _group("Upper bounds: optimal draft trees and schedules.")
 app.add_typer(optimize_app, name="optimize")
 
 out = Console()
@@ -202,7 +208,7 @@ def cost(
         out.print(f"[yellow]note:[/] {note}")
 
 
-op_app = typer.Typer(help="Cost of a single operator.", no_args_is_help=True)
+op_app = _group("Cost of a single operator.")
 cost_app.add_typer(op_app, name="op")
 
 
@@ -226,8 +232,8 @@ def cost_gemm(
 
 
 # --- calibrate ------------------------------------------------------------------------------
-calibrate_app = typer.Typer(help="Time real kernels, fit a device's efficiencies, report the "
-                            "held-out error, replay simulated steps.", no_args_is_help=True)
+calibrate_app = _group("Time real kernels, fit a device's efficiencies, report the "
+                            "held-out error, replay simulated steps.")
 app.add_typer(calibrate_app, name="calibrate")
 SplitOpt = Annotated[str, typer.Option("--split", help="auto (by model when the profile holds "
                                        "3+ models, else by shape), model, shape or none.")]
@@ -428,8 +434,8 @@ def calibrate_replay(
     as_json: JsonFlag = False,
 ) -> None:
     """Run simulated steps on a real transformer; compare measured and predicted time."""
+    from infersim.atomic import write_text_atomic
     from infersim.calibration import replay
-    from infersim.calibration.devicefile import write_text_atomic
     from infersim.hardware import load_device_file
 
     result = replay(steps, load_device_file(device_file), model, tp, max_steps, layers, repeats,

@@ -3,12 +3,11 @@ written atomically, byte-for-byte the same for the same device."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from infersim.atomic import write_text_atomic
 from infersim.errors import ConfigError
 from infersim.hardware import DeviceSpec, get_device, load_device_file
 
@@ -35,29 +34,6 @@ def device_yaml(device: DeviceSpec, header: str = "") -> str:
                      allow_unicode=True, default_flow_style=False)
     lines = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     return lines + text
-
-
-def replace_atomic(tmp: str | Path, path: Path) -> None:
-    """Give ``tmp`` (a mkstemp file, mode 0600) the usual permissions, then rename it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        replace_atomic(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_device(device: DeviceSpec, path: str | Path, header: str = "") -> Path:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from infersim.calibration.devicefile import device_yaml, write_text_atomic
+from infersim.atomic import write_text_atomic
+from infersim.calibration.devicefile import device_yaml
 from infersim.calibration.predict import Split, evaluate, make_split, predict, summarize
 from infersim.calibration.profile import OP_CLASS, profile_date
 from infersim.costmodels.params import PARAMETERS, Params, resolve_params

@@ -114,7 +114,7 @@ def write_profile(df: pd.DataFrame, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             df.to_csv(f, index=False)
-        from infersim.calibration.devicefile import replace_atomic
+        from infersim.atomic import replace_atomic
 
         replace_atomic(tmp, path)
     except BaseException:

@@ -4,14 +4,12 @@ worst error, and a predicted-vs-measured plot."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from infersim.atomic import atomic_folder
 from infersim.calibration.predict import (
     CLASSES,
     Split,
@@ -96,24 +94,9 @@ def plot_report(rep: CalibrationReport, path: str | Path) -> Path:
 def write_report(rep: CalibrationReport, out_dir: str | Path, plot: bool = True) -> Path:
     """summary.json, kernels.csv (every kernel's error) and predicted_vs_measured.png in
     ``out_dir``, written to a temporary sibling folder that then replaces it."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         (tmp / "summary.json").write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
         rep.evaluation.to_csv(tmp / "kernels.csv", index=False)
         if plot:
             plot_report(rep, tmp / "predicted_vs_measured.png")
-        tmp.chmod(0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

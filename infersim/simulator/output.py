@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from infersim.errors import ConfigError
+from infersim.atomic import atomic_folder
 from infersim.simulator.engine import SimResult
 
 
@@ -31,15 +28,7 @@ def summary_json(result: SimResult) -> str:
 def write_result(result: SimResult, out_dir: str | Path, plot: bool = True) -> Path:
     """summary.json, requests.csv, steps.csv, config.yaml and report.png in ``out_dir``.
     Files are written to a temporary sibling folder that then replaces ``out_dir``."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError("--out", str(out), "exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    try:
+    with atomic_folder(out_dir) as tmp:
         (tmp / "summary.json").write_text(summary_json(result))
         (tmp / "config.yaml").write_text(result.config.to_yaml())
         result.requests.to_csv(tmp / "requests.csv", index=False)
@@ -48,15 +37,4 @@ def write_result(result: SimResult, out_dir: str | Path, plot: bool = True) -> P
             from infersim.simulator.report import plot_report
 
             plot_report(result, tmp / "report.png")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

@@ -323,43 +323,17 @@ class Scheduler:
     # --- applying a step ----------------------------------------------------------------
     def complete(self, plan: StepPlan, now: float, itl: list[float]) -> list[Request]:
         """Apply a step that ended at ``now``; return the requests it finished (or, for
-        handoff requests, whose first token it sampled). Gaps between consecutive tokens of
-        a request are appended to ``itl``."""
-        if plan.spec_seqs:
-            return self._complete_speculative(plan, now, itl)
-        finished = []
-        caching = self.kv.caching
-        for req, new in plan.scheduled:
-            req.num_computed += new
-            if caching:
-                self.kv.cache_full_blocks(req)
-            if req.num_computed < req.prompt_len + req.num_output:
-                continue
-            req.num_output += 1
-            if req.first_token < 0:
-                req.first_token = now
-            else:
-                itl.append(now - req.last_token)
-            req.last_token = now
-            if req.done:
-                req.status = FINISHED
-                self.kv.release(req)
-                finished.append(req)
-        if finished:
-            self.running = [r for r in self.running if r.status != FINISHED]
-        return finished
-
-    def _complete_speculative(self, plan: StepPlan, now: float, itl: list[float]
-                              ) -> list[Request]:
-        """``complete`` for a step with verifies: a decode that verified K drafts emits
-        N = accepted + 1 tokens (sampled by the speculator, never past its output length),
-        all at ``now`` (one inter-token gap); its computed tokens advance by N, discarding
-        the KV of the rejected drafts (vLLM rolls num_computed back by their count)."""
+        handoff requests, whose first token it sampled). A request whose computed tokens
+        reach its length samples a token; a decode that verified K drafts emits N =
+        accepted + 1 tokens (sampled by the speculator, never past its output length), all
+        at ``now``, and its computed tokens advance by N, discarding the KV of the rejected
+        drafts (vLLM rolls num_computed back by their count). Gaps between consecutive
+        emissions of a request are appended to ``itl``."""
         finished = []
         kv, spec = self.kv, self.spec
         for req, new in plan.scheduled:
             todo = req.prompt_len + req.num_output - req.num_computed
-            if new > todo:
+            if new > todo:  # a verify of new - todo drafts
                 emitted = spec.emitted(req, new - todo)
                 plan.accepted += emitted - 1
                 req.num_computed += emitted
