@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from infersim.registry import Registry
+
 
 class Routable(Protocol):
     index: int
@@ -23,15 +25,8 @@ class Routable(Protocol):
 
 
 Route = Callable[[Sequence[Routable], object], int]
-ROUTERS: dict[str, Callable[[np.random.Generator], Route]] = {}
-
-
-def register(name: str):
-    def wrap(factory: Callable[[np.random.Generator], Route]):
-        ROUTERS[name] = factory
-        return factory
-
-    return wrap
+ROUTERS: Registry[Callable[[np.random.Generator], Route]] = Registry("router")
+register = ROUTERS.register
 
 
 def _argmin(replicas: Sequence[Routable], key) -> int:

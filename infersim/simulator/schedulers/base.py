@@ -4,13 +4,13 @@ swap), applying a finished step, and advancing runs of identical decode steps at
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from infersim.costmodels import BatchShape
-from infersim.errors import ConfigError, UnknownNameError
+from infersim.errors import ConfigError
+from infersim.registry import Registry
 from infersim.simulator.kv_cache import BlockManager
 from infersim.simulator.request import FINISHED, RUNNING, SWAPPED, WAITING, Request
 from infersim.simulator.schedulers.queues import POLICIES, make_queue
@@ -123,22 +123,12 @@ class DecodeRun:
     demand: np.ndarray
 
 
-SCHEDULERS: dict[str, type[Scheduler]] = {}
-
-
-def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
-    def wrap(cls: type[Scheduler]) -> type[Scheduler]:
-        SCHEDULERS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler")
+register = SCHEDULERS.register
 
 
 def make_scheduler(name: str, limits: SchedulerLimits, kv: BlockManager) -> Scheduler:
-    if name not in SCHEDULERS:
-        raise UnknownNameError("scheduler", name, SCHEDULERS)
-    return SCHEDULERS[name](limits, kv)
+    return SCHEDULERS.lookup(name)(limits, kv)
 
 
 class Scheduler:
@@ -255,6 +245,23 @@ class Scheduler:
         self.running.append(req)
         plan.add(req, new)
         return new
+
+    def admit_waiting(self, plan: StepPlan, now: float) -> StepPlan:
+        """vLLM V1's second half of a step: nobody if the step preempted; swapped-out
+        requests before anyone new; then waiting requests in queue order while the budget,
+        the sequence cap and the KV cache allow (the first that does not fit stops it)."""
+        limit = self.limits.max_num_batched_tokens
+        if plan.preempted:
+            return plan
+        if self.swapped:
+            self.swap_in(plan, limit - plan.num_tokens)
+            if self.swapped:
+                return plan
+        while (self.waiting and plan.num_tokens < limit
+               and len(self.running) < self.limits.max_num_seqs):
+            if not self.try_admit(plan, limit - plan.num_tokens, now):
+                break
+        return plan
 
     # --- preemption ---------------------------------------------------------------------
     def victim(self) -> Request:

@@ -31,14 +31,4 @@ class SarathiScheduler(Scheduler):
                 new = self.chunk(req, todo, limit - plan.num_tokens)
                 if self.grow(req, new, plan):
                     plan.add(req, new)
-        if plan.preempted:
-            return plan
-        if self.swapped:
-            self.swap_in(plan, limit - plan.num_tokens)
-            if self.swapped:
-                return plan
-        while (self.waiting and plan.num_tokens < limit
-               and len(self.running) < self.limits.max_num_seqs):
-            if not self.try_admit(plan, limit - plan.num_tokens, now):
-                break
-        return plan
+        return self.admit_waiting(plan, now)

@@ -31,15 +31,6 @@ class VllmV1Scheduler(Scheduler):
             if not self.grow(req, new, plan):
                 break
             plan.add(req, new)
-            i = running.index(req) + 1  # victims may have been ahead of it (priority)
-        if plan.preempted:
-            return plan
-        if self.swapped:
-            self.swap_in(plan, limit - plan.num_tokens)
-            if self.swapped:
-                return plan
-        while (self.waiting and plan.num_tokens < limit
-               and len(running) < self.limits.max_num_seqs):
-            if not self.try_admit(plan, limit - plan.num_tokens, now):
-                break
-        return plan
+            # under priority/SJF a victim may have been ahead of it in the list
+            i = i + 1 if self.limits.policy == "fcfs" else running.index(req) + 1
+        return self.admit_waiting(plan, now)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from infersim.errors import ConfigError, UnknownNameError
+from infersim.errors import ConfigError
+from infersim.registry import Registry
 from infersim.simulator.request import Request
 from infersim.simulator.speculation.config import AcceptanceConfig
 from infersim.workloads import stream_rng
@@ -27,23 +28,13 @@ CLASS_STREAM = 0x53504543 + 1  # each request's acceptance class
 REPLAY_STREAM = 0x53504543 + 2  # where a replay starts in its recorded counts
 _CHUNK = 4096
 
-ACCEPTANCE_MODELS: dict[str, type[AcceptanceModel]] = {}
-
-
-def register(name: str) -> Callable[[type[AcceptanceModel]], type[AcceptanceModel]]:
-    def wrap(cls: type[AcceptanceModel]) -> type[AcceptanceModel]:
-        ACCEPTANCE_MODELS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+ACCEPTANCE_MODELS: Registry[type[AcceptanceModel]] = Registry("acceptance model")
+register = ACCEPTANCE_MODELS.register
 
 
 def make_acceptance(cfg: AcceptanceConfig, k_max: int, seed: int,
                     base_dir: Path | None = None) -> AcceptanceModel:
-    if cfg.model not in ACCEPTANCE_MODELS:
-        raise UnknownNameError("acceptance model", cfg.model, ACCEPTANCE_MODELS)
-    return ACCEPTANCE_MODELS[cfg.model](cfg, k_max, seed, base_dir)
+    return ACCEPTANCE_MODELS.lookup(cfg.model)(cfg, k_max, seed, base_dir)
 
 
 class Uniforms:

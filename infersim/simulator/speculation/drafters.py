@@ -12,31 +12,22 @@ verifies (see ``Speculator.step_seconds`` for how much it really can).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from infersim.costmodels import BatchShape, CostModel, MemoryPlan, Placement
-from infersim.errors import ConfigError, UnknownNameError
+from infersim.errors import ConfigError
 from infersim.hardware import resolve_device
 from infersim.models import ModelSpec, get_model
+from infersim.registry import Registry
 from infersim.simulator.speculation.config import SpeculationConfig
 
-DRAFTERS: dict[str, type[Drafter]] = {}
-
-
-def register(name: str) -> Callable[[type[Drafter]], type[Drafter]]:
-    def wrap(cls: type[Drafter]) -> type[Drafter]:
-        DRAFTERS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+DRAFTERS: Registry[type[Drafter]] = Registry("speculation method")
+register = DRAFTERS.register
 
 
 def make_drafter(cfg: SpeculationConfig, target: CostModel) -> Drafter:
-    if cfg.method not in DRAFTERS:
-        raise UnknownNameError("speculation method", cfg.method, DRAFTERS)
-    return DRAFTERS[cfg.method](cfg, target)
+    return DRAFTERS.lookup(cfg.method)(cfg, target)
 
 
 class Drafter:

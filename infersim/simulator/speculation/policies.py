@@ -8,36 +8,25 @@ scheduled (load-aware policies look at the batch there).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from infersim.errors import UnknownNameError
+from infersim.registry import Registry
 from infersim.simulator.request import Request
 from infersim.simulator.speculation.config import PolicyConfig
 
 if TYPE_CHECKING:
     from infersim.simulator.speculation.speculator import Speculator
 
-POLICIES: dict[str, type[Policy]] = {}
+POLICIES: Registry[type[Policy]] = Registry("speculation policy")
+register = POLICIES.register
 CONTEXT_BUCKET = 128  # tokens: mean context is rounded to this for the load-aware cache
 PREFILL_BUCKET = 256  # tokens: pending prefill work likewise
 
 
-def register(name: str) -> Callable[[type[Policy]], type[Policy]]:
-    def wrap(cls: type[Policy]) -> type[Policy]:
-        POLICIES[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
-
-
 def make_policy(cfg: PolicyConfig, spec: Speculator) -> Policy:
-    if cfg.name not in POLICIES:
-        raise UnknownNameError("speculation policy", cfg.name, POLICIES)
-    return POLICIES[cfg.name](cfg, spec)
+    return POLICIES.lookup(cfg.name)(cfg, spec)
 
 
 class Policy:
