@@ -116,11 +116,12 @@ class Cluster:
         candidates[self.route_decode(candidates, req)].add(req)
 
 
-def kv_block_keys(ids: np.ndarray, id_tokens: int, block_size: int, prompt_len: int
+def kv_block_keys(ids: np.ndarray, id_tokens: int, block_size: int, tokens: int
                   ) -> np.ndarray:
-    """Content keys of a request's full KV blocks from its chained prefix ids: block j is
-    identified by the id of the prefix block holding its last token and its place in it."""
-    n = min(len(ids) * id_tokens, prompt_len) // block_size
+    """Content keys of the full KV blocks among a request's first ``tokens`` tokens from its
+    chained prefix ids: block j is identified by the id of the prefix block holding its
+    last token and its place in it."""
+    n = min(len(ids) * id_tokens, tokens) // block_size
     last_token = np.arange(n) * block_size + block_size - 1
     per_id = max(1, id_tokens // block_size)
     sub = (np.arange(n) * block_size % id_tokens) // block_size

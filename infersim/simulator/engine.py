@@ -169,8 +169,9 @@ def simulate(cfg: SimConfig, requests: RequestTable | None = None,
             t = float(arrival[i])
             if t > env.now:
                 yield env.timeout(t - env.now)
+            covered = int(prompt[i]) + (int(output[i]) if table.prefix_covers_output else 0)
             hashes = None if prefix is None else kv_block_keys(
-                prefix[i], table.prefix_block_tokens, block_size, int(prompt[i]))
+                prefix[i], table.prefix_block_tokens, block_size, covered)
             req = Request(i, t, int(prompt[i]), int(output[i]),
                           0 if priority is None else int(priority[i]), hashes)
             req_log.arrived(req)

@@ -19,6 +19,7 @@ PROMPT_STREAM = 0x574C0002
 OUTPUT_STREAM = 0x574C0003
 PREFIX_STREAM = 0x574C0004
 PRIORITY_STREAM = 0x574C0005
+SESSION_STREAM = 0x574C0006
 """Stream ids of the workload's generators ("WL" + part number). Never renumber them:
 that would change every seeded workload. Other subsystems should pick other ids."""
 
@@ -42,6 +43,8 @@ def build_requests(cfg: WorkloadConfig, seed: int = 0) -> RequestTable:
         arrival, prompt, output = table.arrival_s, table.prompt_tokens, table.output_tokens
         if trace.prefix_hashes is not None and t.use_lengths:
             prefix_ids, prefix_tokens = trace.prefix_hashes, trace.prefix_block_tokens
+    elif cfg.sessions is not None:
+        return _with_priorities(cfg, seed, *session_requests(cfg, seed))
     else:
         arrival = cfg.arrival.sample(cfg.num_requests or DEFAULT_NUM_REQUESTS,
                                      stream_rng(seed, ARRIVAL_STREAM))
@@ -53,12 +56,67 @@ def build_requests(cfg: WorkloadConfig, seed: int = 0) -> RequestTable:
         prefix_ids = shared_prefix_ids(prompt, cfg.shared_prefix,
                                        stream_rng(seed, PREFIX_STREAM))
         prefix_tokens = cfg.shared_prefix.block_tokens
+    return _with_priorities(cfg, seed, arrival, prompt, output, prefix_ids, prefix_tokens)
+
+
+def _with_priorities(cfg: WorkloadConfig, seed: int, arrival, prompt, output, prefix_ids,
+                     prefix_tokens: int, covers_output: bool = False) -> RequestTable:
     priority = None
     if cfg.priorities is not None:
         p = cfg.priorities
         weights = None if p.weights is None else np.asarray(p.weights) / sum(p.weights)
-        priority = stream_rng(seed, PRIORITY_STREAM).choice(np.asarray(p.values), n, p=weights)
-    return RequestTable(arrival, prompt, output, priority, prefix_ids, prefix_tokens)
+        priority = stream_rng(seed, PRIORITY_STREAM).choice(np.asarray(p.values), len(arrival),
+                                                            p=weights)
+    return RequestTable(arrival, prompt, output, priority, prefix_ids, prefix_tokens,
+                        covers_output)
+
+
+def session_requests(cfg: WorkloadConfig, seed: int) -> tuple:
+    """Multi-turn conversations (see ``Sessions``): arrivals, prompt and output lengths and
+    chained block ids over each turn's prompt and answer, sorted by arrival."""
+    s = cfg.sessions
+    n = cfg.num_requests or DEFAULT_NUM_REQUESTS
+    g = s.block_tokens
+    starts = cfg.arrival.sample(n, stream_rng(seed, ARRIVAL_STREAM))
+    first = cfg.prompt_dist.sample(n, stream_rng(seed, PROMPT_STREAM))
+    outputs = cfg.output_dist.sample(n, stream_rng(seed, OUTPUT_STREAM))
+    rng = stream_rng(seed, SESSION_STREAM)
+    turns = rng.geometric(1.0 / s.turns, n)
+    followups = s.followup.sample(n, rng)
+    thinks = rng.exponential(s.think_time_s, n)
+    rows: list[tuple[float, int, int, np.ndarray]] = []
+    next_id = 0
+
+    def fresh(count: int) -> np.ndarray:
+        nonlocal next_id
+        ids = np.arange(next_id, next_id + count, dtype=np.int64)
+        next_id += count
+        return ids
+
+    for session in range(n):
+        t, prompt = float(starts[session]), int(first[session])
+        ids = fresh(-(-prompt // g))
+        for _ in range(int(turns[session])):
+            out = int(outputs[len(rows)])
+            conversation = prompt + out
+            # the prompt's full blocks, then the answer's: one chain over the whole turn
+            ids = np.concatenate((ids[:prompt // g], fresh(-(-conversation // g) - prompt // g)))
+            rows.append((t, prompt, out, ids))
+            if len(rows) == n:
+                break
+            follow = int(followups[len(rows)])
+            if conversation + follow + 1 > s.max_context:
+                break
+            prompt = conversation + follow
+            ids = np.concatenate((ids[:conversation // g],
+                                  fresh(-(-prompt // g) - conversation // g)))
+            t += float(thinks[len(rows)])
+        if len(rows) == n:
+            break
+    rows.sort(key=lambda r: r[0])
+    arrival = np.array([r[0] for r in rows])
+    return (arrival, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+            tuple(r[3] for r in rows), g, True)
 
 
 def shared_prefix_ids(prompt: np.ndarray, shared, rng: np.random.Generator

@@ -88,6 +88,25 @@ class SharedPrefix(BaseModel):
     block_tokens: int = Field(16, ge=1, description="granularity of the prefix ids")
 
 
+class Sessions(BaseModel):
+    """Multi-turn conversations: the arrival process starts sessions; each has a geometric
+    number of turns (mean ``turns``); a later turn's prompt is the whole conversation so
+    far (previous prompt and answer) plus ``followup`` new tokens, so its prefix is
+    reusable. Open loop: the next turn arrives ``think_time_s`` (exponential mean) after
+    the previous turn arrived, whether or not it was answered. A session ends early when
+    its context would exceed ``max_context`` tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    turns: float = Field(ge=1)
+    think_time_s: float = Field(gt=0)
+    followup: LengthDistribution = Field(
+        default_factory=lambda: _LENGTHS.validate_python(
+            {"dist": "lognormal", "mean": 200, "cv": 1.0, "max": 4096}))
+    max_context: int = Field(32768, ge=2)
+    block_tokens: int = Field(16, ge=1, description="granularity of the prefix ids")
+
+
 class Priorities(BaseModel):
     """Random priority classes (lower value = more important), drawn with ``weights``."""
 
@@ -121,6 +140,7 @@ class WorkloadConfig(BaseModel):
     output: LengthDistribution | None = None
     num_requests: int | None = Field(None, ge=1)
     shared_prefix: SharedPrefix | None = None
+    sessions: Sessions | None = None
     priorities: Priorities | None = None
 
     @model_validator(mode="after")
@@ -132,6 +152,8 @@ class WorkloadConfig(BaseModel):
             if given:
                 raise ValueError(f"{' and '.join(given)} lengths come from the trace; set "
                                  "trace.use_lengths: false to draw them from a distribution")
+        if self.sessions is not None and self.trace is not None:
+            raise ValueError("sessions are generated from an arrival process, not a trace")
         return self
 
     @property

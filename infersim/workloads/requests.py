@@ -17,7 +17,9 @@ class RequestTable:
     Optional: ``priority`` (lower is more important, as in vLLM) and ``prefix_ids``: per
     request, ids of its prompt's consecutive ``prefix_block_tokens``-token blocks, chained
     (an id identifies the whole prefix up to the end of its block), so equal ids mean
-    reusable KV cache (the Mooncake trace's ``hash_ids``)."""
+    reusable KV cache (the Mooncake trace's ``hash_ids``). With ``prefix_covers_output``
+    the ids continue over the request's output (generated conversations), else they stop
+    at the end of the prompt."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
@@ -25,6 +27,7 @@ class RequestTable:
     priority: np.ndarray | None = None
     prefix_ids: tuple[np.ndarray, ...] | None = None
     prefix_block_tokens: int = 0
+    prefix_covers_output: bool = False
 
     def __post_init__(self) -> None:
         arrival = np.asarray(self.arrival_s, dtype=np.float64)

@@ -9,6 +9,7 @@ from infersim.simulator import SimConfig, simulate
 from infersim.simulator.cluster import kv_block_keys
 from infersim.simulator.kv_cache import BlockManager
 from infersim.simulator.request import Request
+from infersim.workloads import build_requests
 
 DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -47,9 +48,9 @@ def test_the_last_prompt_token_is_always_recomputed():
 
 
 def test_kv_block_keys_split_coarse_ids_into_blocks():
-    keys = kv_block_keys(np.array([5, 6]), id_tokens=8, block_size=4, prompt_len=14)
+    keys = kv_block_keys(np.array([5, 6]), id_tokens=8, block_size=4, tokens=14)
     assert keys.tolist() == [10, 11, 12]  # id 5 -> blocks 0,1; id 6 -> block 2 (3 is partial)
-    coarse = kv_block_keys(np.array([5, 6, 7, 8]), id_tokens=4, block_size=8, prompt_len=16)
+    coarse = kv_block_keys(np.array([5, 6, 7, 8]), id_tokens=4, block_size=8, tokens=16)
     assert coarse.tolist() == [6, 8]  # a block is keyed by the id of its last token
 
 
@@ -95,3 +96,30 @@ def test_mooncake_prefix_ids_give_hits():
             "num_requests": 300}, "record_steps": False})
     result = simulate(cfg)
     assert result.summary["prefix_cache_hit_rate"] > 0.01  # multi-turn reuse of its ids
+
+
+def test_a_later_turn_reuses_the_whole_previous_conversation():
+    cfg = SimConfig.from_dict({
+        "workload": {"arrival": {"process": "poisson", "rate": 0.2}, "num_requests": 120,
+                     "prompt": {"dist": "uniform", "low": 50, "high": 400}, "output": 60,
+                     "sessions": {"turns": 4, "think_time_s": 30}},
+        "record_steps": False, "check": True})
+    result = simulate(cfg)
+    table = build_requests(cfg.workload, cfg.seed)
+    r = result.requests
+    first_turn: dict[int, int] = {}
+    checked = 0
+    for i, ids in enumerate(table.prefix_ids):
+        head = int(ids[0])
+        prev = first_turn.get(head)
+        # a later turn arriving after the previous one finished (open loop: it may not):
+        # its prefix is the previous turn's whole conversation, cached since then
+        if prev is not None and r.loc[prev, "finish_s"] <= r.loc[i, "arrival_s"]:
+            conversation = table.prompt_tokens[prev] + table.output_tokens[prev]
+            # (the last answer token is sampled, never computed: its KV is not cached)
+            expected = min((conversation - 1) // 16, (table.prompt_tokens[i] - 1) // 16) * 16
+            assert r.loc[i, "prefix_hit_tokens"] == expected
+            checked += 1
+        first_turn[head] = i
+    assert checked > 20
+    assert result.summary["prefix_cache_hit_rate"] > 0.5
