@@ -243,3 +243,89 @@ def test_too_large_a_model_is_refused_with_advice(cost):
     env = envelope_for(cost, inst)
     with pytest.raises(SolverError, match="request-steps"):
         solve_schedule(inst, env, "cost", time_limit_s=1, max_request_steps=50)
+
+
+# --- serial schedule generation, order search and the finish-time cuts --------------------------
+def _random_instance(seed, n=6):
+    rng = np.random.default_rng(seed)
+    arrival = np.sort(rng.uniform(0, 0.002, n)) * (seed % 2)  # bursts and spread arrivals
+    return instance(arrival, rng.integers(3, 30, n), rng.integers(1, 7, n), budget=32, seqs=4,
+                    blocks=10, bs=4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_serial_generation_gives_engine_valid_schedules_without_preemption(cost, seed):
+    from infersim.optimizer.schedule.greedy import serial_schedule_order
+    from infersim.optimizer.schedule.model import to_us
+
+    inst = _random_instance(seed)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        order = rng.permutation(inst.n)
+        for timing in ((None, None), (ienv.duration, to_us(inst.arrival_s))):
+            schedule = serial_schedule_order(inst, order, *timing)
+            tr = int_trace(inst, ienv, schedule)  # raises on any broken engine rule
+            assert tr.preemptions == 0
+            assert (tr.finish >= tr.first_token).all()
+
+
+def test_order_search_never_returns_worse_than_the_named_orders(cost):
+    from infersim.optimizer.schedule.greedy import ORDERS, search_orders, serial_schedule_order
+
+    inst = _random_instance(1)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+
+    def value(schedule):
+        return int_trace(inst, ienv, schedule).objective("latency")
+
+    named = min(value(serial_schedule_order(inst, np.argsort(key(inst), kind="stable")))
+                for key in ORDERS.values())
+    v, schedule, _name = search_orders(inst, value, seconds=5, seed=0, max_evals=200)
+    assert v <= named and v == value(schedule)
+
+
+@pytest.mark.parametrize("objective", ["latency", "makespan"])
+def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
+    # every schedule the engine can run, fixed in the model with its cuts, stays feasible
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.greedy import serial_schedule_order
+    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+
+    for seed in range(3):
+        inst = _random_instance(seed)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        rng = np.random.default_rng(seed)
+        for _ in range(3):
+            schedule = serial_schedule_order(inst, rng.permutation(inst.n), ienv.duration,
+                                             to_us(inst.arrival_s))
+            tr = int_trace(inst, ienv, schedule)
+            sm = ScheduleModel(inst, ienv, objective, False, tr.num_steps, tail=False)
+            sm.hint(tr)
+            solver = cp_model.CpSolver()
+            solver.parameters.fix_variables_to_their_hinted_value = True
+            solver.parameters.num_workers = 1
+            solver.parameters.max_time_in_seconds = 10
+            assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def test_large_instances_keep_a_valid_bound_through_every_phase(cost):
+    # big enough for the relaxation without the KV limit and the LNS phase to run
+    rng = np.random.default_rng(3)
+    n = 60
+    inst = instance(np.zeros(n), rng.integers(8, 40, n), rng.integers(2, 10, n), budget=256,
+                    seqs=64, blocks=60, bs=8)
+    env = envelope_for(cost, inst)
+    ienv = IntEnvelope.of(env)
+    sol = solve_schedule(inst, env, "cost", time_limit_s=8)
+    res = sol.result
+    assert res.bound <= res.incumbent * (1 + 1e-9)
+    from infersim.optimizer.schedule.greedy import greedy_schedules
+    from infersim.optimizer.schedule.model import to_us
+
+    for _name, schedule in greedy_schedules(inst, ienv.duration, to_us(inst.arrival_s)):
+        tr = int_trace(inst, ienv, schedule)
+        assert res.bound <= tr.duration.sum() / 1e6 * (1 + 1e-9)
+    assert int_trace(inst, ienv, sol.schedule).duration.sum() / 1e6 == pytest.approx(
+        res.incumbent, rel=1e-6)

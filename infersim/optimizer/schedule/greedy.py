@@ -3,6 +3,7 @@ peak KV cache (so it never needs preemption), in several request orders."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -112,3 +113,123 @@ def greedy_schedules(inst: ScheduleInstance, duration, arrival, random_orders: i
         key = -inst.output * rng.uniform(0.5, 1.5, inst.n) - rng.uniform(0, 1, inst.n)
         out.append((f"greedy random {i}", greedy_schedule(inst, key, duration, arrival)))
     return out
+
+
+def serial_schedule_order(inst: ScheduleInstance, order, duration=None, arrival=None
+                          ) -> list[FixedStep]:
+    """Serial schedule generation (as in project scheduling): requests in ``order``, each
+    placed at the earliest step from which it runs without a pause (prompt chunks in the
+    budget left, then one decode per step) within the budget, the sequence cap and the KV
+    cache left by the requests placed before it (its blocks held from its first step to its
+    finishing step). Every order gives a schedule without preemption; some order gives an
+    optimal pause-free one. With ``duration`` and ``arrival`` (same unit), a request is
+    only placed where the steps before it reach its arrival (or after the last step)."""
+    bud, bs, nb, cap = (inst.max_num_batched_tokens, inst.block_size, inst.num_blocks,
+                        inst.max_num_seqs)
+    P, out = inst.prompt.tolist(), inst.output.tolist()
+    tok: list[int] = []
+    blk: list[int] = []
+    seq: list[int] = []
+    runs: list[list[tuple[int, int]]] = []
+
+    def grow(n: int) -> None:
+        while len(tok) < n:
+            tok.append(0)
+            blk.append(0)
+            seq.append(0)
+            runs.append([])
+
+    info: dict[tuple[int, int], tuple[int, bool]] = {}  # (r, step) -> (kv read, samples)
+
+    def times() -> list[float]:
+        clock, out_ = 0.0, []
+        for s in range(len(runs)):
+            out_.append(clock)
+            if runs[s]:
+                kv = sum(info[(r, s)][0] for r, _ in runs[s])
+                smp = sum(info[(r, s)][1] for r, _ in runs[s])
+                clock += duration(tok[s], len(runs[s]), kv, smp)
+        return out_
+
+    rank = [int(r) for r in order]
+    for r in rank:
+        # the plan from a start step: chunks of the prompt, then one token per step
+        sigma = 0
+        if duration is not None and arrival is not None and float(arrival[r]) > 0:
+            st = times()
+            while sigma < len(st) and st[sigma] < float(arrival[r]):
+                sigma += 1
+        while True:
+            plan, c, s, ok = [], 0, sigma, True
+            left = P[r]
+            while left > 0:
+                grow(s + 1)
+                free = bud - tok[s]
+                if free <= 0:
+                    ok = False
+                    break
+                q = min(left, free)
+                left -= q
+                c += q
+                plan.append((s, q, c))
+                s += 1
+            if ok:
+                for _ in range(out[r] - 1):
+                    c += 1
+                    plan.append((s, 1, c))
+                    s += 1
+                grow(s)
+                for st_, q, c_ in plan:
+                    if (tok[st_] + q > bud or seq[st_] + 1 > cap
+                            or blk[st_] + -(-c_ // bs) > nb):
+                        ok = False
+                        break
+            if ok:
+                break
+            sigma += 1
+        for st_, q, c_ in plan:
+            tok[st_] += q
+            seq[st_] += 1
+            blk[st_] += -(-c_ // bs)
+            runs[st_].append((r, q))
+            info[(r, st_)] = (c_, c_ >= P[r])
+    return [FixedStep(tuple(run)) for run in runs if run]
+
+
+def search_orders(inst: ScheduleInstance, value, seconds: float, seed: int = 0,
+                  duration=None, arrival=None, max_evals: int = 20_000
+                  ) -> tuple[float, list[FixedStep], str]:
+    """Local search over request orders for the serial schedule generation: start from the
+    best named order, then try random swaps and moves of one request, keeping a change when
+    the objective (``value(schedule)``, lower is better) does not get worse. Stops after
+    ``seconds`` or ``max_evals`` schedules (deterministic given the seed and max_evals when
+    the time does not run out). ``duration`` and ``arrival``: as in
+    ``serial_schedule_order``. Returns (value, schedule, name)."""
+    deadline = time.perf_counter() + seconds
+    best = None
+    for name, key in ORDERS.items():
+        rank = np.argsort(key(inst), kind="stable")
+        sched = serial_schedule_order(inst, rank, duration, arrival)
+        v = value(sched)
+        if best is None or v < best[0]:
+            best = (v, rank, sched, f"serial {name}")
+    if best is None:
+        raise ValueError("no order")
+    rng = np.random.default_rng([seed, 0x5E7])
+    cur_v, cur = best[0], best[1]
+    evals = 0
+    while evals < max_evals and time.perf_counter() < deadline and inst.n > 1:
+        evals += 1
+        r = cur.copy()
+        i, j = (int(v) for v in rng.integers(0, inst.n, 2))
+        if rng.random() < 0.5:
+            r[i], r[j] = r[j], r[i]
+        else:
+            r = np.insert(np.delete(r, i), j, r[i])
+        sched = serial_schedule_order(inst, r, duration, arrival)
+        v = value(sched)
+        if v <= cur_v:
+            cur_v, cur = v, r
+            if v < best[0]:
+                best = (v, r, sched, f"serial order search ({evals} orders)")
+    return best[0], best[2], best[3]

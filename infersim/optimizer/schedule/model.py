@@ -70,12 +70,14 @@ class ScheduleModel:
 
     def __init__(self, inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
                  preemption: bool, horizon: int, tail: bool, upper: int | None = None,
-                 kv_granularity: str = "block") -> None:
+                 kv_granularity: str = "block", cuts: bool = True,
+                 lower: int | None = None) -> None:
         if kv_granularity not in ("block", "token"):
             raise SolverError(f"kv_granularity must be block or token, got {kv_granularity!r}")
         self.inst, self.ienv, self.objective = inst, ienv, objective
         self.preemption, self.S, self.tail = preemption, horizon, tail
         self.kv_granularity = kv_granularity
+        self.cuts, self.lower = cuts, lower
         self.a_us = to_us(inst.arrival_s)
         self.model = cp_model.CpModel()
         self._build(upper)
@@ -269,6 +271,8 @@ class ScheduleModel:
                 m.add(F[r] >= FT[r] + A0 * (OUT[r] - 1))
                 m.add(FT[r] >= a[r] + A0 * first_steps[r])
                 m.add(FT[r] >= t[0] + A0 * (S + 1 - sum(p[r])))
+        if timed and self.cuts:
+            self._finish_cuts(t, d, e, f, F, first_steps, dmax, kv_binding, cap_binding)
         unfinished, rem = [], []
         self.tail_vars: list = []
         self.makespan_var = None
@@ -358,6 +362,8 @@ class ScheduleModel:
             raise SolverError(f"unknown objective {obj!r}; allowed: latency, makespan, cost, slo")
         if upper is not None:
             m.add(expr <= upper)
+        if self.lower is not None:  # a bound proven on a relaxation (docs/optimizer.md)
+            m.add(expr >= self.lower)
         m.minimize(expr)
         self.offset = offset
         self.objective_expr = expr
@@ -365,6 +371,80 @@ class ScheduleModel:
                          kr=kr, hold=hold, F=F, FT=FT)
         self.unfinished = unfinished
         self.kv_binding, self.cap_binding = kv_binding, cap_binding
+
+    def _finish_cuts(self, t, d, e, f, F, first_steps, dmax, kv_binding, cap_binding) -> None:
+        """Cuts on finish times, each valid for every schedule (and for a schedule longer
+        than the horizon cut to its first S steps, since they involve only real finish
+        times, t[0] and the modelled steps):
+
+        - busy time: F_r >= t[0] + sum of d[s] over the steps before r finishes, with
+          ``v[r,s] >= d[s] - dmax f[r,s-1]`` (a McCormick bound with the step's own dmax,
+          far tighter in the LP than the time-indexed F_r >= t[s] + d[s]);
+        - ordering ("parallel") inequalities of single-machine scheduling: requests
+          finishing by r's finishing step did all their work in the steps up to it, so
+          F_r - t[0] >= sum of z_j over the requests j finishing no later than r, where z_j
+          (microseconds) is a lower bound on the time j's work adds: each piece's slopes
+          times j's own tokens, steps, KV reads and samples, plus the piece's intercept
+          times j's share of a resource (KV block-steps / blocks, tokens / budget, or
+          steps / max_num_seqs: the steps up to r's finish offer at most that many). For
+          any set J of requests, sum_J z_r (F_r - t[0]) >= ((sum z)^2 + sum z^2) / 2
+          (Queyranne). We add it for the prefixes of a few request orders."""
+        m, inst, ie, S, R = self.model, self.inst, self.ienv, self.S, self.inst.n
+        P, OUT, L = inst.prompt.tolist(), inst.output.tolist(), inst.length.tolist()
+        BS = inst.block_size
+        busy = []
+        for r in range(R):
+            vs = []
+            for s in range(S):
+                v = m.new_int_var(0, dmax, f"busy{r}_{s}")
+                if s == 0:
+                    m.add(v >= d[s])
+                else:
+                    m.add(v >= d[s] - dmax * f[r][s - 1])
+                    m.add(v >= self.A0 * (e[s] - f[r][s - 1]))
+                vs.append(v)
+            busy.append(vs)
+            m.add(F[r] >= t[0] + sum(vs))
+        self.busy = busy
+        steps = [first_steps[r] + OUT[r] - 1 for r in range(R)]
+        reads = [OUT[r] * P[r] + OUT[r] * (OUT[r] - 1) // 2 for r in range(R)]
+        resources = [(L, inst.max_num_batched_tokens)]
+        if kv_binding:
+            if self.kv_granularity == "block":
+                need = [sum(-(-(P[r] + j) // BS) for j in range(OUT[r])) for r in range(R)]
+                resources.append((need, inst.num_blocks))
+            else:
+                need = [sum(P[r] + j for j in range(OUT[r])) for r in range(R)]
+                resources.append((need, inst.capacity_tokens))
+        if cap_binding:
+            resources.append((steps, inst.max_num_seqs))
+        use_kv, use_smp = ie.uses(3), ie.uses(4)
+        orders = []
+        for A, B, G, D, E in ie.coef.tolist():
+            if A < 0:
+                continue
+            work = [B * L[r] + G * steps[r] + (D * reads[r] if use_kv else 0)
+                    + (E * OUT[r] if use_smp else 0) for r in range(R)]
+            for amount, cap in resources:
+                z = [(A * amount[r] / cap + work[r]) / ie.q for r in range(R)]
+                z = [math.floor(v * 10) for v in z]  # 0.1 us units, rounded down: still valid
+                for key in (z, steps, L, list(range(R))):
+                    order = sorted(range(R), key=lambda r, key=key: (key[r], z[r], r))
+                    orders.append((z, order))
+        seen = set()
+        for z, order in orders:
+            total = sq = 0
+            members: list[int] = []
+            for r in order:
+                members.append(r)
+                total += z[r]
+                sq += z[r] * z[r]
+                sig = (tuple(z), tuple(sorted(members)))
+                if sig in seen or len(members) < 2:
+                    continue
+                seen.add(sig)
+                rhs = (total * total + sq) // 2
+                m.add(sum(10 * z[j] * (F[j] - t[0]) for j in members) >= rhs)
 
     # --- warm start -------------------------------------------------------------------------
     def hint(self, tr: ScheduleTrace) -> None:
@@ -413,6 +493,10 @@ class ScheduleModel:
                 m.add_hint(v["F"][r], int(tr.finish[r]))
             if v["FT"] is not None:
                 m.add_hint(v["FT"][r], int(tr.first_token[r]))
+        for r, vs in enumerate(getattr(self, "busy", [])):
+            for s, var in enumerate(vs):
+                before = s == 0 or g[r, s - 1] < OUT[r]
+                m.add_hint(var, int(tr.duration[s]) if s < n and before else 0)
         cum = np.cumsum(g >= 1, axis=1)
         for r, s, var in self.cum_p:
             m.add_hint(var, int(cum[r, s]))

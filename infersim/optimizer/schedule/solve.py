@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from ortools.sat.python import cp_model
 
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
-from infersim.optimizer.schedule.greedy import greedy_schedules
+from infersim.optimizer.schedule.greedy import greedy_schedules, search_orders
 from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
 from infersim.optimizer.schedule.linearize import US, StepEnvelope
 from infersim.optimizer.schedule.model import IntEnvelope, ScheduleModel, int_trace, to_us
@@ -52,18 +53,23 @@ def serial_schedule(inst: ScheduleInstance) -> list[FixedStep]:
 
 
 def best_start(inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
-               candidates: Sequence[tuple[str, Sequence]]) -> tuple[str, list[FixedStep]]:
+               candidates: Sequence[tuple[str, Sequence]], preemption: bool = True
+               ) -> tuple[str, list[FixedStep]]:
     """The best of ``candidates`` (name, schedule), the greedy schedules and the serial one
-    by the model's objective; candidates the model cannot run are skipped."""
+    by the model's objective; candidates the model cannot run are skipped (with
+    ``preemption`` false, those that preempt)."""
     a_us = to_us(inst.arrival_s)
     pool = [*candidates, *greedy_schedules(inst, ienv.duration, a_us),
             ("serial", serial_schedule(inst))]
     best = None
     for name, schedule in pool:
         try:
-            value = _model_value(int_trace(inst, ienv, schedule), objective, inst)
+            tr = int_trace(inst, ienv, schedule)
         except SolverError:
             continue  # e.g. swap preemption or padding: not a schedule of the model
+        if tr.preemptions and not preemption:
+            continue
+        value = _model_value(tr, objective, inst)
         if best is None or value < best[0]:
             best = (value, name, list(as_steps(schedule)))
     return best[1], best[2]
@@ -137,16 +143,19 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    warm_start_name: str | None = None, time_limit_s: float = 60.0,
                    num_workers: int = 2, seed: int = 0, max_horizon: int | None = None,
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
-                   max_request_steps: int = 100_000, log: bool = False) -> ScheduleSolution:
+                   max_request_steps: int = 100_000, log: bool = False,
+                   order_search: float = 0.05, relax_share: float = 0.2,
+                   lns_share: float = 0.3) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
     ``warm_start`` (a complete schedule; default: requests one at a time) hints the solver
     and caps the objective. The horizon is the number of steps a better schedule can have
     (objective cap / shortest step), at most ``max_horizon`` (default 3 x the warm start's
-    steps + 10); when it is cut, a relaxed tail keeps the bound valid. When a better
-    schedule shortens the horizon a lot, the model is rebuilt around it for the remaining
-    time (the reported bound is the best of the phases, each valid). ``gap_limit``: stop and
+    steps + 10; for latency, a third more than its steps); when it is cut, a relaxed tail
+    keeps the bound valid. When a better schedule shortens the horizon a lot, the model is
+    rebuilt around it for the remaining time (the reported bound is the best of the phases,
+    each valid). ``gap_limit``: stop and
     call the incumbent optimal once (incumbent - bound) / incumbent is below it (default
     0.01%, under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
     not bit-deterministic when the time limit stops it: the same seed can give a different
@@ -162,31 +171,109 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     ienv = IntEnvelope.of(envelope)
     a_us = to_us(inst.arrival_s)
     if warm_start is None:
-        warm_start_name, warm_start = best_start(inst, ienv, objective, [])
+        warm_start_name, warm_start = best_start(inst, ienv, objective, [], preemption)
     warm = list(as_steps(warm_start))
     hint_trace = int_trace(inst, ienv, warm)
+    if hint_trace.preemptions and not preemption:
+        raise SolverError("the warm start preempts requests but preemption is off: give a "
+                          "schedule without preemption")
     upper = _model_value(hint_trace, objective, inst)
+    # more warm starts: serial schedule generation over searched request orders
+    search_s = min(order_search * time_limit_s, 15.0)
+    if search_s > 0:
+        def value(schedule) -> int:
+            return _model_value(int_trace(inst, ienv, schedule), objective, inst)
+
+        timing = (ienv.duration, a_us) if objective != "cost" else (None, None)
+        v, sched, name = search_orders(inst, value, search_s, seed, *timing)
+        if v < upper:
+            warm, warm_start_name = list(as_steps(sched)), name
+            hint_trace = int_trace(inst, ienv, warm)
+            upper = v
     first_upper = upper
     n_hint = hint_trace.num_steps
-    limit = max_horizon if max_horizon is not None else 3 * n_hint + 10
+    # latency: a horizon a third beyond the warm start's steps (the relaxed tail keeps the
+    # bound valid; a longer one weakens the LP relaxation more than it helps)
+    default_limit = n_hint + max(4, n_hint // 3) if objective == "latency" else 3 * n_hint + 10
+    limit = max_horizon if max_horizon is not None else default_limit
     if limit < n_hint:
         raise SolverError(f"max_horizon {limit} is shorter than the warm start ({n_hint} steps)")
     best_steps, best = warm, float(upper)
     bound = -math.inf
-    status, solve_time, solutions, progress = "UNKNOWN", 0.0, 0, []
+    status, solve_time, solutions = "UNKNOWN", 0.0, 0
     steps, tail, size = 0, False, {}
     deadline = started + time_limit_s
     phases = 0
-    while True:
+    lower = None
+    progress_log: list = []
+
+    def horizon(upper: int, n_hint: int) -> tuple[int, bool]:
         needed = needed_steps(inst, ienv, objective, upper, a_us)
         steps = int(max(min(needed, limit), n_hint, 1))
-        tail = steps < needed
         if inst.n * steps > max_request_steps:
             raise SolverError(
                 f"the model would have {inst.n} requests x {steps} steps = "
                 f"{inst.n * steps:,} request-steps (limit {max_request_steps:,}): use fewer "
                 "requests (--requests) or shorter outputs, or raise max_request_steps")
-        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper, kv_granularity)
+        return steps, steps < needed
+
+    def run(sm: ScheduleModel, seconds: float, shrink_at: float = -math.inf,
+            lns_only: bool = False, gap: float = gap_limit):
+        solver = cp_model.CpSolver()
+        prm = solver.parameters
+        prm.max_time_in_seconds = float(seconds)
+        prm.num_workers = int(num_workers)
+        prm.random_seed = int(seed)
+        prm.log_search_progress = bool(log)
+        prm.relative_gap_limit = float(gap)
+        if lns_only:
+            prm.use_lns_only = True
+        elif bound_search:
+            prm.subsolvers.extend(["lb_tree_search", "max_lp"])
+        cb = _Progress(sm, shrink_at)
+        code = solver.solve(sm.model, cb)
+        offset = time.perf_counter() - started - solver.wall_time
+        progress_log.extend((offset + w, o, b) for w, o, b in cb.log)
+        status = STATUS.get(code, "UNKNOWN")
+        if status == "MODEL_INVALID":
+            raise SolverError(f"the schedule model is invalid: {sm.model.validate()}")
+        return solver, cb, status
+
+    blocks = int((-(-inst.length // inst.block_size)).sum())
+    big = inst.n * horizon(upper, n_hint)[0] >= 1500
+    # small latency instances: the incumbent comes early, the bound is the hard part, so
+    # both workers search for the bound (tree search over the LP and the strongest LP)
+    bound_search = objective == "latency" and not big and num_workers == 2
+    # 1. a relaxation without the KV-cache limit (same envelope): its bound is a bound here
+    if objective in ("cost", "makespan") and blocks > inst.num_blocks and big:
+        relaxed = dataclasses.replace(inst, num_blocks=blocks)
+        steps, tail = horizon(upper, n_hint)
+        sm = ScheduleModel(relaxed, ienv, objective, preemption, steps, tail, upper,
+                           kv_granularity)
+        sm.hint(hint_trace)
+        solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
+        solve_time += solver.wall_time
+        if st in ("OPTIMAL", "FEASIBLE"):
+            lower = math.ceil(solver.best_objective_bound - 1e-6)
+            bound = max(bound, min(lower, upper))
+    # 2. large neighbourhood search alone for a better incumbent, then the full model
+    if big and objective != "slo" and lns_share > 0:
+        steps, tail = horizon(upper, n_hint)
+        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
+                           kv_granularity, lower=lower)
+        sm.hint(hint_trace)
+        solver, cb, st = run(sm, lns_share * time_limit_s, lns_only=True)
+        solve_time += solver.wall_time
+        solutions += cb.count
+        if cb.best_steps is not None and cb.best < best:
+            best_steps, best = cb.best_steps, cb.best
+            upper = int(best)
+            hint_trace = int_trace(inst, ienv, best_steps)
+            n_hint = hint_trace.num_steps
+    while True:
+        steps, tail = horizon(upper, n_hint)
+        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper, kv_granularity,
+                           lower=lower)
         sm.hint(hint_trace)
         size = sm.size
         left = deadline - time.perf_counter()
@@ -205,23 +292,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                     hi = mid - 1
             shrink_at = lo if needed_steps(inst, ienv, objective, lo, a_us) < 0.85 * steps \
                 else -math.inf
-        solver = cp_model.CpSolver()
-        prm = solver.parameters
-        prm.max_time_in_seconds = float(left)
-        prm.num_workers = int(num_workers)
-        prm.random_seed = int(seed)
-        prm.log_search_progress = bool(log)
-        prm.relative_gap_limit = float(gap_limit)
-        cb = _Progress(sm, shrink_at)
-        code = solver.solve(sm.model, cb)
+        solver, cb, status = run(sm, left, shrink_at)
         phases += 1
-        offset = time.perf_counter() - started - solver.wall_time
-        progress += [(offset + w, o, b) for w, o, b in cb.log]
         solve_time += solver.wall_time
         solutions += cb.count
-        status = STATUS.get(code, "UNKNOWN")
-        if status == "MODEL_INVALID":
-            raise SolverError(f"the schedule model is invalid: {sm.model.validate()}")
         if status == "INFEASIBLE":
             raise SolverError("the schedule model is infeasible although the warm start ran "
                               "(a bug; please report it with the instance)")
@@ -248,4 +322,4 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         warm_start_value=to_report_units(inst, objective, first_upper, a_us),
         solutions=solutions, model_size=size)
     trace = run_schedule(inst, best_steps, envelope.seconds)
-    return ScheduleSolution(result, best_steps, trace, envelope, progress)
+    return ScheduleSolution(result, best_steps, trace, envelope, progress_log)

@@ -333,7 +333,7 @@ def optimize_schedule(config=None, requests: int | None = 30, objective: str = "
             batch = RequestTable(np.zeros(inst.n), inst.prompt, inst.output)
             with contextlib.suppress(InfersimError):
                 consider(f"{name} (as one batch)", run_policy(cfg, batch, name, lin)[1])
-    warm_name, warm = best_start(inst, ienv, objective, candidates)
+    warm_name, warm = best_start(inst, ienv, objective, candidates, preemption)
     say(f"solving with CP-SAT ({objective}, preemption {'on' if preemption else 'off'}, "
         f"warm start {warm_name}, {time_limit_s:g} s, {num_workers} workers)")
     sol = solve_schedule(inst, envelope, objective, preemption=preemption, warm_start=warm,
