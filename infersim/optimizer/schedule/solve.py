@@ -168,6 +168,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         raise SolverError("objective slo needs limits: set slo.ttft_ms, slo.tpot_ms or "
                           "slo.e2el_ms in the config")
     started = time.perf_counter()
+    # with every request queued at once the engine never needs to idle, so the makespan of
+    # the best schedule is its busy time: solve the smaller untimed cost model (same values)
+    burst = inst.n > 0 and float(inst.arrival_s.min()) == float(inst.arrival_s.max())
+    model_objective = "cost" if objective == "makespan" and burst else objective
     ienv = IntEnvelope.of(envelope)
     a_us = to_us(inst.arrival_s)
     if warm_start is None:
@@ -229,7 +233,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if lns_only:
             prm.use_lns_only = True
         elif bound_search:
-            prm.subsolvers.extend(["lb_tree_search", "max_lp"])
+            prm.subsolvers.extend(["lb_tree_search" if objective == "latency"
+                                   else "objective_lb_search", "max_lp"])
         cb = _Progress(sm, shrink_at)
         code = solver.solve(sm.model, cb)
         offset = time.perf_counter() - started - solver.wall_time
@@ -241,14 +246,14 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
 
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
-    # small latency instances: the incumbent comes early, the bound is the hard part, so
-    # both workers search for the bound (tree search over the LP and the strongest LP)
-    bound_search = objective == "latency" and not big and num_workers == 2
+    # small instances: after a short LNS phase for the incumbent the bound is the hard part,
+    # so both workers search for it (objective lower-bound search and the strongest LP)
+    bound_search = not big and objective != "slo" and num_workers == 2
     # 1. a relaxation without the KV-cache limit (same envelope): its bound is a bound here
     if objective in ("cost", "makespan") and blocks > inst.num_blocks and big:
         relaxed = dataclasses.replace(inst, num_blocks=blocks)
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(relaxed, ienv, objective, preemption, steps, tail, upper,
+        sm = ScheduleModel(relaxed, ienv, model_objective, preemption, steps, tail, upper,
                            kv_granularity)
         sm.hint(hint_trace)
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
@@ -257,9 +262,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             lower = math.ceil(solver.best_objective_bound - 1e-6)
             bound = max(bound, min(lower, upper))
     # 2. large neighbourhood search alone for a better incumbent, then the full model
-    if big and objective != "slo" and lns_share > 0:
+    if (big or (bound_search and objective != "latency")) and lns_share > 0:
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
+        sm = ScheduleModel(inst, ienv, model_objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
         solver, cb, st = run(sm, lns_share * time_limit_s, lns_only=True)
@@ -272,8 +277,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             n_hint = hint_trace.num_steps
     while True:
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper, kv_granularity,
-                           lower=lower)
+        sm = ScheduleModel(inst, ienv, model_objective, preemption, steps, tail, upper,
+                           kv_granularity, lower=lower)
         sm.hint(hint_trace)
         size = sm.size
         left = deadline - time.perf_counter()
