@@ -144,22 +144,26 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    num_workers: int = 2, seed: int = 0, max_horizon: int | None = None,
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
                    max_request_steps: int = 100_000, log: bool = False,
-                   order_search: float = 0.05, relax_share: float = 0.2,
+                   order_evals: int = 1000, relax_share: float = 0.2,
                    lns_share: float = 0.3) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
-    ``warm_start`` (a complete schedule; default: requests one at a time) hints the solver
-    and caps the objective. The horizon is the number of steps a better schedule can have
-    (objective cap / shortest step), at most ``max_horizon`` (default 3 x the warm start's
-    steps + 10; for latency, a third more than its steps); when it is cut, a relaxed tail
-    keeps the bound valid. When a better schedule shortens the horizon a lot, the model is
-    rebuilt around it for the remaining time (the reported bound is the best of the phases,
-    each valid). ``gap_limit``: stop and
-    call the incumbent optimal once (incumbent - bound) / incumbent is below it (default
-    0.01%, under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
+    ``warm_start`` (a complete schedule; default: the best greedy one) hints the solver and
+    caps the objective; ``order_evals`` request orders of serial schedule generation may
+    replace it. The horizon is the number of steps a better schedule can have (objective cap
+    / shortest step), at most ``max_horizon`` (default 3 x the warm start's steps + 10; for
+    latency, a third more than its steps); when it is cut, a relaxed tail keeps the bound
+    valid. Large instances first solve the model without the KV limit (``relax_share`` of
+    the time; its bound is one here) and run LNS alone (``lns_share``); small ones run LNS
+    alone (cost, makespan) and then two bound-search workers. When a better schedule
+    shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
+    reported bound is the best of the phases, each valid). The makespan of a burst is solved
+    as its busy time (the engine never needs to idle). ``gap_limit``: stop and call the
+    incumbent optimal once (incumbent - bound) / incumbent is below it (default 0.01%,
+    under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
     not bit-deterministic when the time limit stops it: the same seed can give a different
-    incumbent and bound."""
+    incumbent and bound. docs/optimizer.md has the details."""
     if objective not in OBJECTIVES:
         raise SolverError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
     if time_limit_s <= 0 or num_workers < 1:
@@ -171,7 +175,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # with every request queued at once the engine never needs to idle, so the makespan of
     # the best schedule is its busy time: solve the smaller untimed cost model (same values)
     burst = inst.n > 0 and float(inst.arrival_s.min()) == float(inst.arrival_s.max())
-    model_objective = "cost" if objective == "makespan" and burst else objective
+    report_objective = objective
+    if objective == "makespan" and burst:
+        objective = "cost"
     ienv = IntEnvelope.of(envelope)
     a_us = to_us(inst.arrival_s)
     if warm_start is None:
@@ -182,14 +188,15 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         raise SolverError("the warm start preempts requests but preemption is off: give a "
                           "schedule without preemption")
     upper = _model_value(hint_trace, objective, inst)
-    # more warm starts: serial schedule generation over searched request orders
-    search_s = min(order_search * time_limit_s, 15.0)
-    if search_s > 0:
+    # more warm starts: serial schedule generation over searched request orders (a fixed
+    # number of orders, so deterministic unless a tenth of the time limit runs out first)
+    if order_evals > 0:
         def value(schedule) -> int:
             return _model_value(int_trace(inst, ienv, schedule), objective, inst)
 
         timing = (ienv.duration, a_us) if objective != "cost" else (None, None)
-        v, sched, name = search_orders(inst, value, search_s, seed, *timing)
+        v, sched, name = search_orders(inst, value, 0.1 * time_limit_s, seed, *timing,
+                                       max_evals=order_evals)
         if v < upper:
             warm, warm_start_name = list(as_steps(sched)), name
             hint_trace = int_trace(inst, ienv, warm)
@@ -253,7 +260,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     if objective in ("cost", "makespan") and blocks > inst.num_blocks and big:
         relaxed = dataclasses.replace(inst, num_blocks=blocks)
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(relaxed, ienv, model_objective, preemption, steps, tail, upper,
+        sm = ScheduleModel(relaxed, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity)
         sm.hint(hint_trace)
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
@@ -264,7 +271,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # 2. large neighbourhood search alone for a better incumbent, then the full model
     if (big or (bound_search and objective != "latency")) and lns_share > 0:
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(inst, ienv, model_objective, preemption, steps, tail, upper,
+        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
         solver, cb, st = run(sm, lns_share * time_limit_s, lns_only=True)
@@ -277,7 +284,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             n_hint = hint_trace.num_steps
     while True:
         steps, tail = horizon(upper, n_hint)
-        sm = ScheduleModel(inst, ienv, model_objective, preemption, steps, tail, upper,
+        sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
         size = sm.size
@@ -314,17 +321,18 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         hint_trace = int_trace(inst, ienv, best_steps)
         n_hint = hint_trace.num_steps
     bound = min(bound, best)
-    inc = to_report_units(inst, objective, best, a_us)
-    bnd = to_report_units(inst, objective, bound, a_us) if math.isfinite(bound) else -math.inf
+    inc = to_report_units(inst, report_objective, best, a_us)
+    bnd = (to_report_units(inst, report_objective, bound, a_us) if math.isfinite(bound)
+           else -math.inf)
     gap = relative_gap(inc, bnd)
     status = ("OPTIMAL" if gap <= gap_limit else
               "FEASIBLE" if math.isfinite(bnd) else "UNKNOWN")
     result = SolveResult(
-        objective=objective, status=status, incumbent=inc, bound=bnd, gap=gap,
+        objective=report_objective, status=status, incumbent=inc, bound=bnd, gap=gap,
         solve_time_s=solve_time, wall_time_s=time.perf_counter() - started,
         num_workers=int(num_workers), seed=int(seed), time_limit_s=float(time_limit_s),
         preemption=preemption, horizon=steps, tail=tail, warm_start=warm_start_name,
-        warm_start_value=to_report_units(inst, objective, first_upper, a_us),
+        warm_start_value=to_report_units(inst, report_objective, first_upper, a_us),
         solutions=solutions, model_size=size)
     trace = run_schedule(inst, best_steps, envelope.seconds)
     return ScheduleSolution(result, best_steps, trace, envelope, progress_log)
