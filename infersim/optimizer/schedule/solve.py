@@ -144,7 +144,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    num_workers: int = 2, seed: int = 0, max_horizon: int | None = None,
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
                    max_request_steps: int = 100_000, log: bool = False,
-                   order_evals: int = 1000, relax_share: float = 0.2,
+                   order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
                    lns_share: float = 0.3) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
@@ -229,7 +229,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         return steps, steps < needed
 
     def run(sm: ScheduleModel, seconds: float, shrink_at: float = -math.inf,
-            lns_only: bool = False, gap: float = gap_limit):
+            lns_only: bool = False, gap: float = gap_limit, first: bool = False):
         solver = cp_model.CpSolver()
         prm = solver.parameters
         prm.max_time_in_seconds = float(seconds)
@@ -237,9 +237,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         prm.random_seed = int(seed)
         prm.log_search_progress = bool(log)
         prm.relative_gap_limit = float(gap)
+        prm.stop_after_first_solution = first
         if lns_only:
             prm.use_lns_only = True
-        elif bound_search:
+        elif bound_search and not first:
             prm.subsolvers.extend(["lb_tree_search" if objective == "latency"
                                    else "objective_lb_search", "max_lp"])
         cb = _Progress(sm, shrink_at)
@@ -268,7 +269,27 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if st in ("OPTIMAL", "FEASIBLE"):
             lower = math.ceil(solver.best_objective_bound - 1e-6)
             bound = max(bound, min(lower, upper))
-    # 2. large neighbourhood search alone for a better incumbent, then the full model
+    # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
+    # fewest steps; look for one with k < warm-start steps, k from the longest request up
+    if objective in ("cost", "makespan") and steps_share > 0:
+        k_min = int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max())
+        phase_end = time.perf_counter() + steps_share * time_limit_s
+        for k in range(k_min, n_hint):
+            left = phase_end - time.perf_counter()
+            if left <= 0.05:
+                break
+            sm = ScheduleModel(inst, ienv, objective, preemption, k, False, upper,
+                               kv_granularity)
+            solver, cb, st = run(sm, left / 2, first=True)
+            solve_time += solver.wall_time
+            solutions += cb.count
+            if cb.best_steps is not None and cb.best < best:
+                best_steps, best = cb.best_steps, cb.best
+                upper = int(best)
+                hint_trace = int_trace(inst, ienv, best_steps)
+                n_hint = hint_trace.num_steps
+                break
+    # 3. large neighbourhood search alone for a better incumbent, then the full model
     if (big or (bound_search and objective != "latency")) and lns_share > 0:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
