@@ -243,14 +243,26 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         elif bound_search and not first:
             prm.subsolvers.extend(["lb_tree_search" if objective == "latency"
                                    else "objective_lb_search", "max_lp"])
+        nonlocal solve_time, solutions
         cb = _Progress(sm, shrink_at)
         code = solver.solve(sm.model, cb)
+        solve_time += solver.wall_time
+        solutions += cb.count
         offset = time.perf_counter() - started - solver.wall_time
         progress_log.extend((offset + w, o, b) for w, o, b in cb.log)
         status = STATUS.get(code, "UNKNOWN")
         if status == "MODEL_INVALID":
             raise SolverError(f"the schedule model is invalid: {sm.model.validate()}")
         return solver, cb, status
+
+    def adopt(cb: _Progress) -> None:
+        """Take a phase's best complete schedule when it beats the incumbent."""
+        nonlocal best_steps, best, upper, hint_trace, n_hint
+        if cb.best_steps is not None and cb.best < best:
+            best_steps, best = cb.best_steps, cb.best
+            upper = int(best)
+            hint_trace = int_trace(inst, ienv, best_steps)
+            n_hint = hint_trace.num_steps
 
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
@@ -265,7 +277,6 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                            kv_granularity)
         sm.hint(hint_trace)
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
-        solve_time += solver.wall_time
         if st in ("OPTIMAL", "FEASIBLE"):
             lower = math.ceil(solver.best_objective_bound - 1e-6)
             bound = max(bound, min(lower, upper))
@@ -280,14 +291,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 break
             sm = ScheduleModel(inst, ienv, objective, preemption, k, False, upper,
                                kv_granularity)
-            solver, cb, st = run(sm, left / 2, first=True)
-            solve_time += solver.wall_time
-            solutions += cb.count
-            if cb.best_steps is not None and cb.best < best:
-                best_steps, best = cb.best_steps, cb.best
-                upper = int(best)
-                hint_trace = int_trace(inst, ienv, best_steps)
-                n_hint = hint_trace.num_steps
+            found = run(sm, left / 2, first=True)[1]
+            adopt(found)
+            if found.best_steps is not None:
                 break
     # 3. large neighbourhood search alone for a better incumbent, then the full model
     if (big or (bound_search and objective != "latency")) and lns_share > 0:
@@ -295,14 +301,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
-        solver, cb, st = run(sm, lns_share * time_limit_s, lns_only=True)
-        solve_time += solver.wall_time
-        solutions += cb.count
-        if cb.best_steps is not None and cb.best < best:
-            best_steps, best = cb.best_steps, cb.best
-            upper = int(best)
-            hint_trace = int_trace(inst, ienv, best_steps)
-            n_hint = hint_trace.num_steps
+        adopt(run(sm, lns_share * time_limit_s, lns_only=True)[1])
     while True:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
@@ -327,20 +326,14 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 else -math.inf
         solver, cb, status = run(sm, left, shrink_at)
         phases += 1
-        solve_time += solver.wall_time
-        solutions += cb.count
         if status == "INFEASIBLE":
             raise SolverError("the schedule model is infeasible although the warm start ran "
                               "(a bug; please report it with the instance)")
         if status in ("OPTIMAL", "FEASIBLE"):
             bound = max(bound, min(solver.best_objective_bound, upper))
-        if cb.best_steps is not None and cb.best < best:
-            best_steps, best = cb.best_steps, cb.best
+        adopt(cb)
         if not cb.shrink or deadline - time.perf_counter() < 1.0:
             break
-        upper = int(best)
-        hint_trace = int_trace(inst, ienv, best_steps)
-        n_hint = hint_trace.num_steps
     bound = min(bound, best)
     inc = to_report_units(inst, report_objective, best, a_us)
     bnd = (to_report_units(inst, report_objective, bound, a_us) if math.isfinite(bound)
