@@ -48,3 +48,12 @@ def write(name: str, text: str) -> Path:
     path = RESULTS / name
     path.write_text(text)
     return path
+
+
+def fitted_table(fitted: dict[str, float], base, default_label: str) -> list[str]:
+    """Markdown rows: each fitted efficiency parameter next to the base device's default."""
+    from infersim.costmodels.params import resolve_params
+
+    defaults = resolve_params(base).values
+    rows = [f"| parameter | fitted | {default_label} |", "|---|---|---|"]
+    return rows + [f"| {k} | {v:.4g} | {defaults[k]:.4g} |" for k, v in fitted.items()]

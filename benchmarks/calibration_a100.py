@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _common import DATA, machine, require, write
+from _common import DATA, fitted_table, machine, require, write
 
 from infersim.calibration import (
     evaluate,
@@ -78,14 +78,8 @@ def main() -> None:
         "",
         "## Fitted A100 parameters (fit on four models)",
         "",
-        "| parameter | fitted | catalog default |",
-        "|---|---|---|",
+        *fitted_table(fit_m.fitted, base_a100, "catalog default"),
     ]
-    from infersim.costmodels.params import resolve_params
-
-    defaults = resolve_params(base_a100).values
-    for key, value in fit_m.fitted.items():
-        lines.append(f"| {key} | {value:.4g} | {defaults[key]:.4g} |")
     lines += [
         "",
         "## Errors",

@@ -24,7 +24,7 @@ import argparse
 import os
 import time
 
-from _common import RESULTS, machine, write
+from _common import RESULTS, fitted_table, machine, write
 
 from infersim.calibration import (
     evaluate,
@@ -156,14 +156,8 @@ def main() -> None:
         "",
         "## Fitted parameters",
         "",
-        "| parameter | fitted | CPU family default |",
-        "|---|---|---|",
+        *fitted_table(fit.fitted, base, "CPU family default"),
     ]
-    from infersim.costmodels.params import resolve_params
-
-    defaults = resolve_params(base).values
-    for key, value in fit.fitted.items():
-        lines.append(f"| {key} | {value:.4g} | {defaults[key]:.4g} |")
     lines += [
         "",
         "## Kernel errors (predicted / measured - 1)",

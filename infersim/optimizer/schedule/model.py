@@ -54,6 +54,14 @@ class IntEnvelope:
         return bool((self.coef[:, column] > 0).any())
 
 
+def _reached(m: cp_model.CpModel, value, n: int, ub: int, name: str):
+    """A new bool true exactly when ``value`` (in 0..ub) is at least ``n`` (linear form)."""
+    b = m.new_bool_var(name)
+    m.add(value >= n * b)
+    m.add(value <= n - 1 + (ub - n + 1) * b)
+    return b
+
+
 def to_us(seconds: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(seconds) * US).astype(np.int64)
 
@@ -142,15 +150,9 @@ class ScheduleModel:
                 f_prev = f[r][s - 1] if s else 0
                 if not self.preemption:
                     m.add(cv == c_prev + xv)
-                    pv = m.new_bool_var(f"p{r}_{s}")
-                    m.add(cv >= Pr * pv)
-                    m.add(cv <= Pr - 1 + (Lr - Pr + 1) * pv)
-                    if Or == 1:
-                        fv = pv
-                    else:
-                        fv = m.new_bool_var(f"f{r}_{s}")
-                        m.add(cv >= Lr * fv)
-                        m.add(cv <= Lr - 1 + fv)
+                    pv = _reached(m, cv, Pr, Lr, f"p{r}_{s}")
+                    fv = pv if Or == 1 else _reached(m, cv, Lr, Lr, f"f{r}_{s}")
+                    if Or > 1:
                         p_prev = p[r][s - 1] if s else 0
                         m.add(cv <= Pr + (Lr - Pr) * p_prev)  # prompt first, then
                         m.add(xv <= 1 + (ub - 1) * (1 - p_prev))  # one token per step
@@ -175,15 +177,8 @@ class ScheduleModel:
                     m.add(cv - g_prev >= Pr).only_enforce_if(sv)
                     m.add(cv - g_prev <= Pr - 1).only_enforce_if(~sv)
                     m.add(gv == g_prev + sv)
-                    pv = m.new_bool_var(f"p{r}_{s}")
-                    m.add(gv >= pv)
-                    m.add(gv <= Or * pv)
-                    if Or == 1:
-                        fv = pv
-                    else:
-                        fv = m.new_bool_var(f"f{r}_{s}")
-                        m.add(gv >= Or * fv)
-                        m.add(gv <= Or - 1 + fv)
+                    pv = _reached(m, gv, 1, Or, f"p{r}_{s}")
+                    fv = pv if Or == 1 else _reached(m, gv, Or, Or, f"f{r}_{s}")
                     if s:
                         m.add(xv == 0).only_enforce_if(f_prev)
                     g[r][s], smp[r][s] = gv, sv
