@@ -310,6 +310,110 @@ def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
             assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
 
 
+# --- the sampling-step bound --------------------------------------------------------------------
+def test_co_sampling_steps_is_the_largest_monotone_matching():
+    from infersim.optimizer.schedule.model import co_sampling_steps
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = np.sort(rng.integers(1, 6, rng.integers(1, 9)))
+        b = np.sort(rng.integers(1, 6, rng.integers(1, 9)))
+        cap = int(rng.integers(2, 10))
+        best = np.zeros((len(a) + 1, len(b) + 1), dtype=int)  # longest-common-subsequence DP
+        for i, j in itertools.product(range(len(a) - 1, -1, -1), range(len(b) - 1, -1, -1)):
+            pair = 1 + best[i + 1, j + 1] if a[i] + b[j] <= cap else 0
+            best[i, j] = max(best[i + 1, j], best[i, j + 1], pair)
+        assert co_sampling_steps(a, b, cap) == best[0, 0]
+
+
+def _fewest_steps(inst, preemption):
+    """The fewest non-empty steps of any schedule, by breadth-first search over every move
+    the engine rules allow (each request: wait, compute any number of tokens it may, and with
+    preemption drop its cache first); (steps, one such schedule)."""
+    P, OUT, n = inst.prompt.tolist(), inst.output.tolist(), inst.n
+    start = tuple((0, 0) for _ in range(n))
+    parent = {start: None}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for state in frontier:
+            options = []
+            for r, (c, g) in enumerate(state):
+                if g == OUT[r]:
+                    options.append([(False, 0)])
+                    continue
+                opts = [(False, x) for x in range(P[r] + g - c + 1)]
+                if preemption and c > 0:
+                    opts += [(True, x) for x in range(P[r] + g + 1)]
+                options.append(opts)
+            for moves in itertools.product(*options):
+                total = sum(x for _, x in moves)
+                if not 1 <= total <= inst.max_num_batched_tokens:
+                    continue
+                new, blocks, holding = [], 0, 0
+                for r, ((c, g), (drop, x)) in enumerate(zip(state, moves, strict=True)):
+                    after = (0 if drop else c) + x
+                    if g < OUT[r] and after > 0:
+                        holding += 1
+                        blocks += -(-after // inst.block_size)
+                    new.append((after, g + (after == P[r] + g)) if g < OUT[r] else (c, g))
+                new = tuple(new)
+                if blocks > inst.num_blocks or holding > inst.max_num_seqs or new in parent:
+                    continue
+                parent[new] = (state, moves)
+                if all(g == OUT[r] for r, (_, g) in enumerate(new)):
+                    steps = []
+                    while parent[new] is not None:
+                        new, moves = parent[new]
+                        steps.append(FixedStep(
+                            tuple((r, x) for r, (_, x) in enumerate(moves) if x),
+                            tuple(r for r, (drop, _) in enumerate(moves) if drop)))
+                    return len(steps), steps[::-1]
+                nxt.append(new)
+        frontier = nxt
+    raise AssertionError("no schedule")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampling_step_bound_is_valid_and_exact_for_two_requests(cost, seed):
+    # two requests that fit alone but not together at their peaks; with recompute in one
+    # step the bound (outputs minus co-sampling steps) is the true fewest steps
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.model import ScheduleModel, sampling_step_bounds
+
+    rng = np.random.default_rng(seed)
+    prompt, output = rng.integers(2, 5, 2), rng.integers(3, 6, 2)
+    peak = -(-(prompt + output - 1) // 2)
+    inst = instance([0, 0], prompt, output, budget=32, seqs=2, blocks=int(peak.sum()) - 1,
+                    bs=2)
+    bound = sampling_step_bounds(inst)[-1][1]
+    fewest, schedule = _fewest_steps(inst, preemption=True)
+    assert bound == fewest
+    assert _fewest_steps(inst, preemption=False)[0] >= fewest
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    tr = int_trace(inst, ienv, schedule)  # an engine-valid schedule with the fewest steps
+    for objective in ("cost", "latency"):  # fixed in the model with every cut: feasible
+        sm = ScheduleModel(inst, ienv, objective, True, tr.num_steps, tail=False)
+        sm.hint(tr)
+        solver = cp_model.CpSolver()
+        solver.parameters.fix_variables_to_their_hinted_value = True
+        solver.parameters.num_workers = 1
+        assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def test_sampling_step_bound_holds_for_three_requests():
+    from infersim.optimizer.schedule.model import sampling_step_bounds
+
+    for seed in range(3):
+        rng = np.random.default_rng(10 + seed)
+        inst = instance([0, 0, 0], rng.integers(2, 4, 3), rng.integers(2, 5, 3), budget=8,
+                        seqs=3, blocks=5, bs=2)
+        bounds = sampling_step_bounds(inst)
+        assert bounds[-1][1] <= _fewest_steps(inst, preemption=True)[0]
+        assert [b for _, b in bounds] == sorted(b for _, b in bounds)
+
+
 def test_large_instances_keep_a_valid_bound_through_every_phase(cost):
     # big enough for the relaxation without the KV limit and the LNS phase to run
     rng = np.random.default_rng(3)

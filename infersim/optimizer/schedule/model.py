@@ -62,6 +62,47 @@ def _reached(m: cp_model.CpModel, value, n: int, ub: int, name: str):
     return b
 
 
+def co_sampling_steps(need_i: np.ndarray, need_j: np.ndarray, cap: int) -> int:
+    """At most how many steps two requests can both sample in, when sampling their t-th
+    tokens holds ``need[t]`` units of a cache of ``cap`` (non-decreasing in t): the largest
+    matching of sample indices, increasing on both sides, with ``need_i[a] + need_j[b] <=
+    cap``. The compatible b of each a are a prefix that shrinks as a grows, so matching each
+    a with the next free b whenever it fits is optimal."""
+    fits = np.searchsorted(need_j, cap - need_i, side="right")  # compatible b: 0..fits-1
+    k = 0
+    for n in fits.tolist():
+        if k < n:
+            k += 1
+    return k
+
+
+def sampling_step_bounds(inst: ScheduleInstance, kv_granularity: str = "block"
+                         ) -> list[tuple[int, int]]:
+    """Lower bounds on the steps any schedule (with or without preemption) needs to finish
+    growing sets of requests, as (request added, bound for the set so far): request r
+    samples its O_r tokens in O_r distinct steps and each step in which several requests
+    sample holds their KV together, so for a set Q, steps >= sum_Q O_r - sum over pairs in
+    Q of their co-sampling steps (a step with m samplers saves m - 1 <= m(m-1)/2 steps).
+    Q grows greedily, longest outputs first, by the requests that raise the bound."""
+    P, OUT = inst.prompt, inst.output
+    if kv_granularity == "block":
+        cap = inst.num_blocks
+        need = [-(-(P[r] + np.arange(OUT[r])) // inst.block_size) for r in range(inst.n)]
+    else:
+        cap = inst.capacity_tokens
+        need = [P[r] + np.arange(OUT[r]) for r in range(inst.n)]
+    together = inst.max_num_seqs >= 2
+    out: list[tuple[int, int]] = []
+    bound = 0
+    for r in sorted(range(inst.n), key=lambda r: (-int(OUT[r]), r)):
+        gain = int(OUT[r]) - sum(co_sampling_steps(need[r], need[q], cap) if together else 0
+                                 for q, _ in out)
+        if gain > 0:
+            bound += gain
+            out.append((r, bound))
+    return out
+
+
 def to_us(seconds: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(seconds) * US).astype(np.int64)
 
@@ -100,6 +141,7 @@ class ScheduleModel:
         a = self.a_us.tolist()
         A0 = ie.min_step
         self.A0 = A0
+        self.A1 = ie.duration(1, 1, 1, 1)  # the shortest step that samples a token
         max_tok = min(BUD, sum(L))
         dmax = ie.duration(max_tok, min(SEQ, R), min(inst.capacity_tokens, sum(L)), min(SEQ, R))
         tmax = int(max(a)) + S * dmax + max(OUT) * max(A0, 1) + 1
@@ -247,12 +289,16 @@ class ScheduleModel:
             for A, B, G, D, E in ie.coef.tolist():
                 m.add(ie.q * d[s] >= A * e[s] + B * T + G * N + D * K + E * Sm)
 
+        # every schedule has at least this many non-empty steps (all modelled when the
+        # horizon is cut)
+        self.sampling_bounds = sampling_step_bounds(inst, self.kv_granularity)
+        m.add(sum(e) >= min(self.sampling_bounds[-1][1], S))
         # requests: finishing, lower bounds, the horizon's tail
         first_steps = [-(-P[r] // BUD) for r in range(R)]
         if timed:
             m.add(t[0] >= min(a))
         for r in range(R if timed else 0):
-            m.add(F[r] >= a[r] + A0 * (first_steps[r] + OUT[r] - 1))
+            m.add(F[r] >= a[r] + A0 * (first_steps[r] - 1) + self.A1 * OUT[r])
             # its own steps lie in [arrival, finish]: each lasts at least what r adds to it
             for A, B, G, D, E in ie.coef.tolist():
                 if A >= 0:
@@ -426,6 +472,15 @@ class ScheduleModel:
                 for key in (z, steps, L, list(range(R))):
                     order = sorted(range(R), key=lambda r, key=key: (key[r], z[r], r))
                     orders.append((z, order))
+        # the last of a set Q to finish ends after its sampling steps (at least the set's
+        # bound), the others after their own steps
+        members: list[int] = []
+        for r, bound in self.sampling_bounds:
+            members.append(r)
+            own = [self.A0 * (first_steps[j] - 1) + self.A1 * OUT[j] for j in members]
+            if len(members) > 1 and self.A1 * bound > max(own):
+                m.add(sum(F[j] - t[0] for j in members)
+                      >= self.A1 * bound + sum(own) - max(own))
         seen = set()
         for z, order in orders:
             total = sq = 0
