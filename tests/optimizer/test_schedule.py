@@ -285,9 +285,10 @@ def test_order_search_never_returns_worse_than_the_named_orders(cost):
     assert v <= named and v == value(schedule)
 
 
-@pytest.mark.parametrize("objective", ["latency", "makespan"])
+@pytest.mark.parametrize("objective", ["latency", "makespan", "cost"])
 def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
-    # every schedule the engine can run, fixed in the model with its cuts, stays feasible
+    # every schedule the engine can run, fixed in the model with its cuts (finish-time
+    # cuts, the sampling-step bound, KV held before the finish), stays feasible
     from ortools.sat.python import cp_model
 
     from infersim.optimizer.schedule.greedy import serial_schedule_order
@@ -326,52 +327,101 @@ def test_co_sampling_steps_is_the_largest_monotone_matching():
         assert co_sampling_steps(a, b, cap) == best[0, 0]
 
 
+def _moves(inst, state, preemption):
+    """Every step the engine rules allow from ``state`` (per request: tokens computed,
+    tokens generated): each request waits, computes any number of tokens it may, or with
+    preemption drops its cache first. Yields (next state, FixedStep)."""
+    P, OUT = inst.prompt.tolist(), inst.output.tolist()
+    options = []
+    for r, (c, g) in enumerate(state):
+        if g == OUT[r]:
+            options.append([(False, 0)])
+            continue
+        opts = [(False, x) for x in range(P[r] + g - c + 1)]
+        if preemption and c > 0:
+            opts += [(True, x) for x in range(P[r] + g + 1)]
+        options.append(opts)
+    for moves in itertools.product(*options):
+        total = sum(x for _, x in moves)
+        if not 1 <= total <= inst.max_num_batched_tokens:
+            continue
+        new, blocks, holding = [], 0, 0
+        for r, ((c, g), (drop, x)) in enumerate(zip(state, moves, strict=True)):
+            after = (0 if drop else c) + x
+            if g < OUT[r] and after > 0:
+                holding += 1
+                blocks += -(-after // inst.block_size)
+            new.append((after, g + (after == P[r] + g)) if g < OUT[r] else (c, g))
+        if blocks <= inst.num_blocks and holding <= inst.max_num_seqs:
+            yield tuple(new), FixedStep(tuple((r, x) for r, (_, x) in enumerate(moves) if x),
+                                        tuple(r for r, (drop, _) in enumerate(moves) if drop))
+
+
+def _done(inst, state):
+    return all(g == o for (_, g), o in zip(state, inst.output.tolist(), strict=True))
+
+
 def _fewest_steps(inst, preemption):
     """The fewest non-empty steps of any schedule, by breadth-first search over every move
-    the engine rules allow (each request: wait, compute any number of tokens it may, and with
-    preemption drop its cache first); (steps, one such schedule)."""
-    P, OUT, n = inst.prompt.tolist(), inst.output.tolist(), inst.n
-    start = tuple((0, 0) for _ in range(n))
+    (``_moves``); (steps, one such schedule)."""
+    start = tuple((0, 0) for _ in range(inst.n))
     parent = {start: None}
     frontier = [start]
     while frontier:
         nxt = []
         for state in frontier:
-            options = []
-            for r, (c, g) in enumerate(state):
-                if g == OUT[r]:
-                    options.append([(False, 0)])
+            for new, step in _moves(inst, state, preemption):
+                if new in parent:
                     continue
-                opts = [(False, x) for x in range(P[r] + g - c + 1)]
-                if preemption and c > 0:
-                    opts += [(True, x) for x in range(P[r] + g + 1)]
-                options.append(opts)
-            for moves in itertools.product(*options):
-                total = sum(x for _, x in moves)
-                if not 1 <= total <= inst.max_num_batched_tokens:
-                    continue
-                new, blocks, holding = [], 0, 0
-                for r, ((c, g), (drop, x)) in enumerate(zip(state, moves, strict=True)):
-                    after = (0 if drop else c) + x
-                    if g < OUT[r] and after > 0:
-                        holding += 1
-                        blocks += -(-after // inst.block_size)
-                    new.append((after, g + (after == P[r] + g)) if g < OUT[r] else (c, g))
-                new = tuple(new)
-                if blocks > inst.num_blocks or holding > inst.max_num_seqs or new in parent:
-                    continue
-                parent[new] = (state, moves)
-                if all(g == OUT[r] for r, (_, g) in enumerate(new)):
+                parent[new] = (state, step)
+                if _done(inst, new):
                     steps = []
                     while parent[new] is not None:
-                        new, moves = parent[new]
-                        steps.append(FixedStep(
-                            tuple((r, x) for r, (_, x) in enumerate(moves) if x),
-                            tuple(r for r, (drop, _) in enumerate(moves) if drop)))
+                        new, step = parent[new]
+                        steps.append(step)
                     return len(steps), steps[::-1]
                 nxt.append(new)
         frontier = nxt
     raise AssertionError("no schedule")
+
+
+def _random_schedule(inst, rng, preemption):
+    """A random engine-valid schedule (random moves, pauses included; restarts when the
+    cache deadlocks)."""
+    while True:
+        state, steps = tuple((0, 0) for _ in range(inst.n)), []
+        while not _done(inst, state):
+            moves = list(_moves(inst, state, preemption))
+            if not moves or len(steps) > 60:
+                break
+            state, step = moves[rng.integers(len(moves))]
+            steps.append(step)
+        else:
+            return steps
+
+
+def test_model_cuts_keep_random_schedules_with_pauses_feasible(cost):
+    # random walks over the engine's moves pause, chunk and (with preemption) drop requests;
+    # fixed in the model with every cut, each such schedule stays feasible
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.model import ScheduleModel
+
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        preemption = bool(trial % 2)
+        inst = instance([0, 0, 0.0001 * trial], rng.integers(2, 5, 3), rng.integers(2, 4, 3),
+                        budget=6, seqs=3, blocks=5, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        tr = int_trace(inst, ienv, _random_schedule(inst, rng, preemption))
+        for objective in ("cost", "latency", "makespan"):
+            sm = ScheduleModel(inst, ienv, objective, preemption, tr.num_steps, tail=False)
+            sm.hint(tr)
+            solver = cp_model.CpSolver()
+            solver.parameters.fix_variables_to_their_hinted_value = True
+            solver.parameters.num_workers = 1
+            assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE), (
+                trial, objective)
 
 
 @pytest.mark.parametrize("seed", range(4))

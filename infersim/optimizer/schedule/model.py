@@ -271,6 +271,24 @@ class ScheduleModel:
                     else:
                         m.add(f[r][s] == 0)
 
+        # without preemption a request holds its prompt's KV from its first token to its
+        # finish, and finishing at step k it has sampled all but k - s tokens by step s:
+        # held >= need(P) (p[s] - f[s-1]) + sum_i (need(L - i) - need(P)) [finishes at s + i]
+        if kv_binding and not self.preemption:
+            block = self.kv_granularity == "block"
+
+            def need(tokens: int) -> int:
+                return -(-tokens // BS) if block else tokens
+
+            for r in range(R):
+                base = need(P[r])
+                for s in range(S):
+                    f_prev = f[r][s - 1] if s else 0
+                    rhs = base * (p[r][s] - f_prev)
+                    for i in range(min(OUT[r], S - s)):
+                        z = f[r][s + i] - (f[r][s + i - 1] if s + i else 0)
+                        rhs = rhs + (need(L[r] - i) - base) * z
+                    m.add((kb[r][s] if block else c[r][s] - L[r] * f_prev) >= rhs)
         # steps: budget, KV cache, sequence cap, duration
         for s in range(S):
             T = sum(x[r][s] for r in range(R))
