@@ -282,12 +282,15 @@ class ScheduleModel:
 
             for r in range(R):
                 base = need(P[r])
+                w = [need(L[r] - i) - base for i in range(OUT[r])]  # non-increasing
                 for s in range(S):
                     f_prev = f[r][s - 1] if s else 0
-                    rhs = base * (p[r][s] - f_prev)
-                    for i in range(min(OUT[r], S - s)):
-                        z = f[r][s + i] - (f[r][s + i - 1] if s + i else 0)
-                        rhs = rhs + (need(L[r] - i) - base) * z
+                    last = min(OUT[r], S - s) - 1
+                    # sum_i w_i (f[s+i] - f[s+i-1]), summed by parts: terms only where w
+                    # changes (block boundaries)
+                    rhs = base * (p[r][s] - f_prev) + w[last] * f[r][s + last] - w[0] * f_prev
+                    rhs += sum((w[i] - w[i + 1]) * f[r][s + i] for i in range(last)
+                               if w[i] != w[i + 1])
                     m.add((kb[r][s] if block else c[r][s] - L[r] * f_prev) >= rhs)
         # steps: budget, KV cache, sequence cap, duration
         for s in range(S):
