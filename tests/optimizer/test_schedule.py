@@ -285,14 +285,29 @@ def test_order_search_never_returns_worse_than_the_named_orders(cost):
     assert v <= named and v == value(schedule)
 
 
+def _feasible_in_model(inst, ienv, objective, preemption, tr) -> bool:
+    """Whether the schedule of integer trace ``tr``, fixed in the model (every cut
+    included, no tail), is feasible: a real schedule must always be."""
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.model import ScheduleModel
+
+    sm = ScheduleModel(inst, ienv, objective, preemption, tr.num_steps, tail=False)
+    sm.hint(tr)
+    solver = cp_model.CpSolver()
+    solver.parameters.fix_variables_to_their_hinted_value = True
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = 10
+    return solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
 @pytest.mark.parametrize("objective", ["latency", "makespan", "cost"])
 def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
     # every schedule the engine can run, fixed in the model with its cuts (finish-time
     # cuts, the sampling-step bound, KV held before the finish), stays feasible
-    from ortools.sat.python import cp_model
 
     from infersim.optimizer.schedule.greedy import serial_schedule_order
-    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+    from infersim.optimizer.schedule.model import to_us
 
     for seed in range(3):
         inst = _random_instance(seed)
@@ -302,13 +317,7 @@ def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
             schedule = serial_schedule_order(inst, rng.permutation(inst.n), ienv.duration,
                                              to_us(inst.arrival_s))
             tr = int_trace(inst, ienv, schedule)
-            sm = ScheduleModel(inst, ienv, objective, False, tr.num_steps, tail=False)
-            sm.hint(tr)
-            solver = cp_model.CpSolver()
-            solver.parameters.fix_variables_to_their_hinted_value = True
-            solver.parameters.num_workers = 1
-            solver.parameters.max_time_in_seconds = 10
-            assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+            assert _feasible_in_model(inst, ienv, objective, False, tr)
 
 
 # --- the sampling-step bound --------------------------------------------------------------------
@@ -403,9 +412,7 @@ def _random_schedule(inst, rng, preemption):
 def test_model_cuts_keep_random_schedules_with_pauses_feasible(cost):
     # random walks over the engine's moves pause, chunk and (with preemption) drop requests;
     # fixed in the model with every cut, each such schedule stays feasible
-    from ortools.sat.python import cp_model
 
-    from infersim.optimizer.schedule.model import ScheduleModel
 
     rng = np.random.default_rng(5)
     for trial in range(6):
@@ -415,22 +422,15 @@ def test_model_cuts_keep_random_schedules_with_pauses_feasible(cost):
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         tr = int_trace(inst, ienv, _random_schedule(inst, rng, preemption))
         for objective in ("cost", "latency", "makespan"):
-            sm = ScheduleModel(inst, ienv, objective, preemption, tr.num_steps, tail=False)
-            sm.hint(tr)
-            solver = cp_model.CpSolver()
-            solver.parameters.fix_variables_to_their_hinted_value = True
-            solver.parameters.num_workers = 1
-            assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE), (
-                trial, objective)
+            assert _feasible_in_model(inst, ienv, objective, preemption, tr), (trial, objective)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_sampling_step_bound_is_valid_and_exact_for_two_requests(cost, seed):
     # two requests that fit alone but not together at their peaks; with recompute in one
     # step the bound (outputs minus co-sampling steps) is the true fewest steps
-    from ortools.sat.python import cp_model
 
-    from infersim.optimizer.schedule.model import ScheduleModel, sampling_step_bounds
+    from infersim.optimizer.schedule.model import sampling_step_bounds
 
     rng = np.random.default_rng(seed)
     prompt, output = rng.integers(2, 5, 2), rng.integers(3, 6, 2)
@@ -444,12 +444,7 @@ def test_sampling_step_bound_is_valid_and_exact_for_two_requests(cost, seed):
     ienv = IntEnvelope.of(envelope_for(cost, inst))
     tr = int_trace(inst, ienv, schedule)  # an engine-valid schedule with the fewest steps
     for objective in ("cost", "latency"):  # fixed in the model with every cut: feasible
-        sm = ScheduleModel(inst, ienv, objective, True, tr.num_steps, tail=False)
-        sm.hint(tr)
-        solver = cp_model.CpSolver()
-        solver.parameters.fix_variables_to_their_hinted_value = True
-        solver.parameters.num_workers = 1
-        assert solver.solve(sm.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+        assert _feasible_in_model(inst, ienv, objective, True, tr)
 
 
 def test_sampling_step_bound_holds_for_three_requests():

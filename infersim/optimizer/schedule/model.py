@@ -76,6 +76,16 @@ def co_sampling_steps(need_i: np.ndarray, need_j: np.ndarray, cap: int) -> int:
     return k
 
 
+def sampling_kv(inst: ScheduleInstance, kv_granularity: str = "block"
+                ) -> tuple[list[np.ndarray], int]:
+    """Per request, the KV it holds in the step sampling each of its tokens (token j: P + j
+    computed tokens, in blocks or tokens), and the cache's capacity in the same unit."""
+    held = [inst.prompt[r] + np.arange(inst.output[r]) for r in range(inst.n)]
+    if kv_granularity == "block":
+        return [-(-h // inst.block_size) for h in held], inst.num_blocks
+    return held, inst.capacity_tokens
+
+
 def sampling_step_bounds(inst: ScheduleInstance, kv_granularity: str = "block"
                          ) -> list[tuple[int, int]]:
     """Lower bounds on the steps any schedule (with or without preemption) needs to finish
@@ -84,13 +94,8 @@ def sampling_step_bounds(inst: ScheduleInstance, kv_granularity: str = "block"
     sample holds their KV together, so for a set Q, steps >= sum_Q O_r - sum over pairs in
     Q of their co-sampling steps (a step with m samplers saves m - 1 <= m(m-1)/2 steps).
     Q grows greedily, longest outputs first, by the requests that raise the bound."""
-    P, OUT = inst.prompt, inst.output
-    if kv_granularity == "block":
-        cap = inst.num_blocks
-        need = [-(-(P[r] + np.arange(OUT[r])) // inst.block_size) for r in range(inst.n)]
-    else:
-        cap = inst.capacity_tokens
-        need = [P[r] + np.arange(OUT[r]) for r in range(inst.n)]
+    OUT = inst.output
+    need, cap = sampling_kv(inst, kv_granularity)
     together = inst.max_num_seqs >= 2
     out: list[tuple[int, int]] = []
     bound = 0
@@ -348,8 +353,9 @@ class ScheduleModel:
                 m.add(sum(smp[r][s] for s in range(S)) >= OUT[r] * done)
         if kv_binding and self.kv_granularity == "block":
             # memory-time: the step sampling token j holds ceil((P + j) / block) blocks
+            held = sampling_kv(inst, "block")[0]
             for r in range(R):
-                need = sum(-(-(P[r] + j) // BS) for j in range(OUT[r]))
+                need = int(held[r].sum())
                 done = f[r][S - 1] if self.tail else 1
                 m.add(sum(kb[r][s] for s in range(S)) >= need * done)
         if self.tail:
@@ -453,7 +459,6 @@ class ScheduleModel:
           (Queyranne). We add it for the prefixes of a few request orders."""
         m, inst, ie, S, R = self.model, self.inst, self.ienv, self.S, self.inst.n
         P, OUT, L = inst.prompt.tolist(), inst.output.tolist(), inst.length.tolist()
-        BS = inst.block_size
         busy = []
         for r in range(R):
             vs = []
@@ -472,12 +477,8 @@ class ScheduleModel:
         reads = [OUT[r] * P[r] + OUT[r] * (OUT[r] - 1) // 2 for r in range(R)]
         resources = [(L, inst.max_num_batched_tokens)]
         if kv_binding:
-            if self.kv_granularity == "block":
-                need = [sum(-(-(P[r] + j) // BS) for j in range(OUT[r])) for r in range(R)]
-                resources.append((need, inst.num_blocks))
-            else:
-                need = [sum(P[r] + j for j in range(OUT[r])) for r in range(R)]
-                resources.append((need, inst.capacity_tokens))
+            held, cap = sampling_kv(inst, self.kv_granularity)
+            resources.append(([int(h.sum()) for h in held], cap))
         if cap_binding:
             resources.append((steps, inst.max_num_seqs))
         use_kv, use_smp = ie.uses(3), ie.uses(4)

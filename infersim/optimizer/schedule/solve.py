@@ -15,7 +15,13 @@ from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
 from infersim.optimizer.schedule.greedy import greedy_schedules, search_orders
 from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
 from infersim.optimizer.schedule.linearize import US, StepEnvelope
-from infersim.optimizer.schedule.model import IntEnvelope, ScheduleModel, int_trace, to_us
+from infersim.optimizer.schedule.model import (
+    IntEnvelope,
+    ScheduleModel,
+    int_trace,
+    sampling_step_bounds,
+    to_us,
+)
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
@@ -281,9 +287,11 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             lower = math.ceil(solver.best_objective_bound - 1e-6)
             bound = max(bound, min(lower, upper))
     # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
-    # fewest steps; look for one with k < warm-start steps, k from the longest request up
+    # fewest steps; look for one with k < warm-start steps, k from a lower bound on the
+    # steps (the longest request's chain, the sampling-step bound) up
     if objective in ("cost", "makespan") and steps_share > 0:
-        k_min = int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max())
+        k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
+                    sampling_step_bounds(inst, kv_granularity)[-1][1])
         phase_end = time.perf_counter() + steps_share * time_limit_s
         for k in range(k_min, n_hint):
             left = phase_end - time.perf_counter()
