@@ -755,13 +755,15 @@ def optimize_schedule_cmd(
     preemption: Annotated[str, typer.Option(
         help="on: the optimum may drop a request's KV cache and recompute it.")] = "off",
     time_limit: Annotated[float, typer.Option("--time-limit", min=0.1,
-                                              help="CP-SAT time limit (s).")] = 60.0,
+                                              help="Time limit of the solve, all phases "
+                                              "(s).")] = 60.0,
     workers: Annotated[int, typer.Option(min=1, help="CP-SAT workers.")] = 2,
     seed: Annotated[int, typer.Option(min=0, help="CP-SAT random seed.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
     """The optimal schedule of the first N requests (CP-SAT, warm-started from the best
-    scheduler) and its bound, next to every registered scheduler on the same requests."""
+    scheduler; for the latency of a burst, also the trajectory relaxation's bound and
+    schedules) and its bound, next to every registered scheduler on the same requests."""
     from infersim.errors import ConfigError
     from infersim.optimizer.schedule import optimize_schedule
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -492,3 +493,123 @@ def test_makespan_of_a_burst_equals_its_smallest_busy_time(cost):
                     bs=8)
     spread = solve_schedule(late, env, "makespan", time_limit_s=20).result
     assert spread.bound >= 0.05
+
+
+# --- the trajectory relaxation (latency of a burst without preemption) --------------------------
+def _best_latency(inst, ienv):
+    """The least model latency of any schedule without preemption (exact): a shortest path
+    over engine states (``_moves``), a step costing its duration times the requests
+    unfinished during it."""
+    P, OUT = inst.prompt.tolist(), inst.output.tolist()
+
+    @functools.cache
+    def go(state):
+        if _done(inst, state):
+            return 0
+        waiting = sum(g < o for (_, g), o in zip(state, OUT, strict=True))
+        best = np.inf
+        for new, step in _moves(inst, state, False):
+            kv = sum(state[r][0] + x for r, x in step.run)
+            smp = sum(state[r][0] + x == P[r] + state[r][1] for r, x in step.run)
+            d = ienv.duration(sum(x for _, x in step.run), len(step.run), kv, smp)
+            best = min(best, waiting * d + go(new))
+        return best
+
+    return go(tuple((0, 0) for _ in range(inst.n)))
+
+
+def _trajectories(inst, r, steps):
+    """Every trajectory of request r over ``steps`` steps (computed tokens after each)."""
+    P, L, bud = int(inst.prompt[r]), int(inst.length[r]), inst.max_num_batched_tokens
+    out = []
+
+    def walk(prefix, c):
+        if len(prefix) == steps:
+            out.append(np.array(prefix))
+            return
+        nxt = [c]
+        if c < P:
+            nxt += list(range(c + 1, min(P, c + bud) + 1))
+        elif c < L:
+            nxt.append(c + 1)
+        for v in nxt:
+            walk([*prefix, v], v)
+
+    walk([], 0)
+    return out
+
+
+def test_pricing_finds_the_cheapest_trajectory(cost):
+    from infersim.optimizer.schedule.trajectory import FEATURES, TrajectoryRelaxation, _Columns
+
+    inst = instance([0, 0], [5, 3], [3, 2], budget=3, seqs=2, blocks=4, bs=2)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    steps = 6
+    rel = TrajectoryRelaxation(inst, ienv, steps)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        w = {f: rng.uniform(0, 50, steps) * rng.integers(0, 2) for f in FEATURES}
+        w["unf"] = rng.uniform(0, 50, steps)
+        for r in range(inst.n):
+            paths = _trajectories(inst, r, steps)
+            cols = _Columns(inst, steps, "block", ienv.min_step)
+            for path in paths:
+                cols.add(r, path)
+            a = cols.arrays()
+            a["xmy"] = a["x"] - a["y"]
+            costs = a["tail"] + sum((w[f] * a[f]).sum(axis=1) for f in FEATURES)
+            value, path = rel.price(r, w)
+            assert value == pytest.approx(costs.min(), rel=1e-9, abs=1e-9)
+            assert any((p == path).all() for p, c in zip(paths, costs, strict=True)
+                       if c == pytest.approx(value, rel=1e-9, abs=1e-9))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
+    # the exact least latency (shortest path over every engine move) of small bursts whose
+    # cache and budget both bind; the bound never exceeds it, also when column generation
+    # is stopped after one round, and the integer master's schedule is a real one
+    from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
+
+    rng = np.random.default_rng(seed)
+    inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
+                    seqs=3, blocks=5, bs=2)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    best = _best_latency(inst, ienv)
+    start = int_trace(inst, ienv, serial_schedule(inst))
+    steps = start.num_steps + 3
+    full = TrajectoryRelaxation(inst, ienv, steps).solve(start, 20)
+    assert full.converged
+    assert full.bound <= best
+    assert full.bound >= 0.94 * best  # and it is close
+    first = TrajectoryRelaxation(inst, ienv, steps).solve(start, 1e-9)
+    assert first.iterations == 1 and first.bound <= full.bound
+    assert full.schedule is not None
+    assert int_trace(inst, ienv, full.schedule).objective("latency") >= best
+
+
+def test_unfinished_floor_holds_in_every_reachable_state(cost):
+    # after s steps (any schedule, pauses and chunks included) at least floor[s] requests
+    # are unfinished
+    from infersim.optimizer.schedule.trajectory import unfinished_floor
+
+    inst = instance([0, 0, 0, 0], [4, 2, 6, 3], [2, 3, 1, 2], budget=4, seqs=4, blocks=8,
+                    bs=2)
+    floor = unfinished_floor(inst, 8)
+    level = {tuple((0, 0) for _ in range(inst.n))}
+    for s in range(8):
+        left = min(sum(g < o for (_, g), o in zip(state, inst.output.tolist(), strict=True))
+                   for state in level)
+        if left:
+            assert floor[s] <= left, s
+        level = {new for state in level for new, _ in _moves(inst, state, False)} or level
+    assert floor[0] == inst.n and floor[3] < inst.n  # it binds, and it is not trivial
+
+
+def test_latency_of_a_burst_reports_the_trajectory_bound(cost):
+    inst = _random_instance(0, n=6)
+    sol = solve_schedule(inst, envelope_for(cost, inst), "latency", time_limit_s=4)
+    res = sol.result
+    assert res.bound_source in ("trajectory LP", "CP-SAT")
+    assert res.bound <= res.incumbent + 1e-9
+    assert "bound" in res.summary()

@@ -44,6 +44,7 @@ class SolveResult:
     warm_start_value: float | None = None
     solutions: int = 0
     model_size: dict = field(default_factory=dict)
+    bound_source: str | None = None  # which relaxation gave the bound
 
     @property
     def unit(self) -> str:
@@ -60,7 +61,8 @@ class SolveResult:
 
     def summary(self) -> str:
         inc = "none" if self.incumbent is None else f"{self.incumbent:.6g}"
-        return (f"{self.status}: {self.objective} {inc} {self.unit}, bound {self.bound:.6g}, "
+        src = f" ({self.bound_source})" if self.bound_source else ""
+        return (f"{self.status}: {self.objective} {inc} {self.unit}, bound {self.bound:.6g}{src}, "
                 f"gap {self.gap:.2%}, {self.solve_time_s:.1f} s solve ({self.wall_time_s:.1f} s "
                 f"total), {self.num_workers} workers, seed {self.seed}, horizon "
                 f"{self.horizon} steps{' (relaxed tail)' if self.tail else ''}, "

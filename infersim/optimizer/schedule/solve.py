@@ -23,6 +23,7 @@ from infersim.optimizer.schedule.model import (
     to_us,
 )
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
+from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
@@ -151,7 +152,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
                    max_request_steps: int = 100_000, log: bool = False,
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
-                   lns_share: float = 0.3) -> ScheduleSolution:
+                   lns_share: float = 0.3, trajectory_share: float = 0.3) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -164,7 +165,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     the time; its bound is one here) and run LNS alone (``lns_share``); small ones run LNS
     alone (cost, makespan) and then two bound-search workers. When a better schedule
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
-    reported bound is the best of the phases, each valid). The makespan of a burst is solved
+    reported bound is the best of the phases, each valid). The latency of a burst without
+    preemption first gets the trajectory relaxation (``trajectory_share`` of the time): its
+    column-generation bound is a lower limit on the model's objective, and the schedules of
+    its integer master are candidate incumbents. The makespan of a burst is solved
     as its busy time (the engine never needs to idle). ``gap_limit``: stop and call the
     incumbent optimal once (incumbent - bound) / incumbent is below it (default 0.01%,
     under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
@@ -222,6 +226,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     deadline = started + time_limit_s
     phases = 0
     lower = None
+    bound_source = None
     progress_log: list = []
 
     def horizon(upper: int, n_hint: int) -> tuple[int, bool]:
@@ -270,6 +275,24 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             hint_trace = int_trace(inst, ienv, best_steps)
             n_hint = hint_trace.num_steps
 
+    # 0. latency of a burst without preemption: the trajectory relaxation's bound, and the
+    # schedules of its integer master
+    if objective == "latency" and burst and not preemption and trajectory_share > 0:
+        t_steps = n_hint + max(5, n_hint // 2)
+        rel = TrajectoryRelaxation(inst, ienv, t_steps, kv_granularity)
+        traj = rel.solve(hint_trace, trajectory_share * time_limit_s)
+        solve_time += traj.seconds
+        if traj.schedule is not None:
+            v = _model_value(int_trace(inst, ienv, traj.schedule), objective, inst)
+            if v < best:
+                best_steps, best, upper = traj.schedule, float(v), v
+                hint_trace = int_trace(inst, ienv, best_steps)
+                n_hint = hint_trace.num_steps
+        lower = min(traj.bound, upper)
+        bound, bound_source = lower, "trajectory LP"
+        progress_log.append((time.perf_counter() - started, best, bound))
+        if relative_gap(best, bound) <= gap_limit:
+            deadline = time.perf_counter()  # proven: nothing left for CP-SAT
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
     # small instances: after a short LNS phase for the incumbent the bound is the hard part,
@@ -285,7 +308,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
         if st in ("OPTIMAL", "FEASIBLE"):
             lower = math.ceil(solver.best_objective_bound - 1e-6)
-            bound = max(bound, min(lower, upper))
+            bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
     # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
     # fewest steps; look for one with k < warm-start steps, k from a lower bound on the
     # steps (the longest request's chain, the sampling-step bound) up
@@ -304,12 +327,13 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             if found.best_steps is not None:
                 break
     # 3. large neighbourhood search alone for a better incumbent, then the full model
-    if (big or (bound_search and objective != "latency")) and lns_share > 0:
+    lns_time = min(lns_share * time_limit_s, deadline - time.perf_counter())
+    if (big or (bound_search and objective != "latency")) and lns_time > 0.05:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
-        adopt(run(sm, lns_share * time_limit_s, lns_only=True)[1])
+        adopt(run(sm, lns_time, lns_only=True)[1])
     while True:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
@@ -337,8 +361,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if status == "INFEASIBLE":
             raise SolverError("the schedule model is infeasible although the warm start ran "
                               "(a bug; please report it with the instance)")
-        if status in ("OPTIMAL", "FEASIBLE"):
-            bound = max(bound, min(solver.best_objective_bound, upper))
+        if status in ("OPTIMAL", "FEASIBLE") and solver.best_objective_bound > bound:
+            bound = min(solver.best_objective_bound, upper)
+            bound_source = "CP-SAT"
         adopt(cb)
         if not cb.shrink or deadline - time.perf_counter() < 1.0:
             break
@@ -355,6 +380,6 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         num_workers=int(num_workers), seed=int(seed), time_limit_s=float(time_limit_s),
         preemption=preemption, horizon=steps, tail=tail, warm_start=warm_start_name,
         warm_start_value=to_report_units(inst, report_objective, first_upper, a_us),
-        solutions=solutions, model_size=size)
+        solutions=solutions, model_size=size, bound_source=bound_source)
     trace = run_schedule(inst, best_steps, envelope.seconds)
     return ScheduleSolution(result, best_steps, trace, envelope, progress_log)
