@@ -308,15 +308,18 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
         if st in ("OPTIMAL", "FEASIBLE"):
             lower = math.ceil(solver.best_objective_bound - 1e-6)
-            bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
+            if min(lower, upper) > bound:
+                bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
     # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
-    # fewest steps; look for one with k < warm-start steps, k from a lower bound on the
-    # steps (the longest request's chain, the sampling-step bound) up
+    # fewest steps; look for one with k < incumbent steps, k down from there while each is
+    # found quickly, to a lower bound on the steps (the longest request's chain, the
+    # sampling-step bound): finding a schedule is fast, proving there is none is not
     if objective in ("cost", "makespan") and steps_share > 0:
         k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
                     sampling_step_bounds(inst, kv_granularity)[-1][1])
         phase_end = time.perf_counter() + steps_share * time_limit_s
-        for k in range(k_min, n_hint):
+        k = n_hint - 1
+        while k >= k_min:
             left = phase_end - time.perf_counter()
             if left <= 0.05:
                 break
@@ -324,8 +327,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                                kv_granularity)
             found = run(sm, left / 2, first=True)[1]
             adopt(found)
-            if found.best_steps is not None:
+            if found.best_steps is None:
                 break
+            k = min(k, n_hint) - 1
     # 3. large neighbourhood search alone for a better incumbent, then the full model
     lns_time = min(lns_share * time_limit_s, deadline - time.perf_counter())
     if (big or (bound_search and objective != "latency")) and lns_time > 0.05:
