@@ -586,6 +586,12 @@ def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
     assert first.iterations == 1 and first.bound <= full.bound
     assert full.schedule is not None
     assert int_trace(inst, ienv, full.schedule).objective("latency") >= best
+    # the master never values a real schedule (pauses and chunks included) above its latency
+    for _ in range(5):
+        tr = int_trace(inst, ienv, _random_schedule(inst, rng, False))
+        if tr.num_steps <= steps:
+            assert TrajectoryRelaxation(inst, ienv, steps).valuation(tr) <= \
+                tr.objective("latency") * (1 + 1e-9)
 
 
 def test_unfinished_floor_holds_in_every_reachable_state(cost):

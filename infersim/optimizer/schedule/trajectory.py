@@ -304,12 +304,8 @@ class TrajectoryRelaxation:
         the horizon's steps) until no column prices out or ``1 - milp_share`` of the time
         is spent; then the integer master over the columns found, for the rest."""
         started = time.perf_counter()
-        inst, S = self.inst, self.S
-        for r in range(inst.n):
-            comp = np.full(S, int(inst.length[r]), dtype=np.int64)
-            k = min(S, start.num_steps)
-            comp[:k] = start.computed[r, :k]
-            self.cols.add(r, comp)
+        inst = self.inst
+        self._add_schedule(start)
         cg_end = started + (1 - milp_share) * time_limit_s
         fams = self._families()
         best = -math.inf
@@ -346,6 +342,32 @@ class TrajectoryRelaxation:
         bound = math.ceil(best - 1e-7 * abs(best) - 1) if math.isfinite(best) else 0
         return TrajectoryResult(max(0, bound), schedule, lp, it, len(self.cols.req),
                                 converged, time.perf_counter() - started)
+
+    def valuation(self, trace: ScheduleTrace) -> float:
+        """The master's value of one complete schedule (its trajectories alone): at most
+        the schedule's latency in the model; the difference is what the product bounds
+        miss on it."""
+        saved = self.cols
+        self.cols = _Columns(self.inst, self.S, "block" if saved.block else "token",
+                             self.A0)
+        try:
+            self._add_schedule(trace)
+            cost, A_ub, b_ub, A_eq, _ = self._matrices(self._families())
+        finally:
+            self.cols = saved
+        res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(self.inst.n),
+                      bounds=(0, None), method="highs")
+        if res.status != 0:
+            raise SolverError(f"the schedule does not fit the master: {res.message}")
+        return float(res.fun)
+
+    def _add_schedule(self, trace: ScheduleTrace) -> None:
+        """Each request's trajectory in a complete schedule (cut at the horizon)."""
+        k = min(self.S, trace.num_steps)
+        for r in range(self.inst.n):
+            comp = np.full(self.S, int(self.inst.length[r]), dtype=np.int64)
+            comp[:k] = trace.computed[r, :k]
+            self.cols.add(r, comp)
 
     def _integer_master(self, fams: list[_Family], seconds: float) -> list[FixedStep] | None:
         """The best complete schedule (by the master's objective) choosing one found
