@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
-from scipy.sparse import csr_matrix, hstack
+from scipy.sparse import csr_matrix, diags, hstack, vstack
 
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.evaluate import ScheduleTrace
@@ -215,15 +215,13 @@ class TrajectoryRelaxation:
         a, S, R = self.cols.arrays(), self.S, self.inst.n
         a["xmy"] = a["x"] - a["y"]
         n, blocks = len(a["req"]), self._blocks()
+        features = {f: csr_matrix(a[f].T) for f in FEATURES}  # (S, n), mostly zeros
         lam, cont = [], []
         for fam in fams:
-            lam.append(sum(v[:, None] * a[f].T for f, v in fam.feat.items()))
-            row = np.zeros((S, S * len(blocks)))
-            for name, v in fam.var.items():
-                b = blocks.index(name)
-                row[:, b * S:(b + 1) * S] = v * np.eye(S)
-            cont.append(row)
-        A_ub = hstack([csr_matrix(np.vstack(lam)), csr_matrix(np.vstack(cont))]).tocsr()
+            lam.append(sum(features[f].multiply(v[:, None]) for f, v in fam.feat.items()))
+            cont.append(hstack([diags(np.full(S, fam.var.get(name, 0.0)))
+                                for name in blocks]))
+        A_ub = hstack([vstack(lam), vstack(cont)]).tocsr()
         A_eq = csr_matrix((np.ones(n), (a["req"], np.arange(n))),
                           shape=(R, n + S * len(blocks)))
         cost = np.concatenate([a["tail"], np.ones(S), np.zeros(S * (len(blocks) - 1))])
