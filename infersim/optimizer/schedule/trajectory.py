@@ -43,7 +43,6 @@ class _Family:
     coefficients) plus continuous variables of the same step (coefficient per block)
     <= rhs."""
 
-    label: str
     feat: dict[str, np.ndarray]
     rhs: np.ndarray
     var: dict[str, float]
@@ -163,6 +162,7 @@ class TrajectoryRelaxation:
         # Z = (B + G) N + E Sm + D K <= zeta N <= zeta u (a running request reads <= max L)
         self.zeta = B + G + E + D * int(inst.length.max())
         self.grid = np.unique(np.linspace(0, seqs, TANGENTS + 1).round())[1:]
+        self.kv_granularity = kv_granularity
         self.cols = _Columns(inst, steps, kv_granularity, self.A0)
         self.cap_kv = inst.num_blocks if kv_granularity == "block" else inst.capacity_tokens
         self.kv_max = int(self.cols.kv(inst.length).max())
@@ -178,31 +178,28 @@ class TrajectoryRelaxation:
         one = np.ones(S)
         cap, bud = float(self.cap_kv), float(inst.max_num_batched_tokens)
         per = cap / self.kv_max
-        fams = [_Family("kv", {"kb": one}, cap * one, {}),
-                _Family("budget", {"x": one}, bud * one, {})]
+        fams = [_Family({"kb": one}, cap * one, {}), _Family({"x": one}, bud * one, {})]
         if self.seq_binding:
-            fams.append(_Family("seqs", {"hold": one}, inst.max_num_seqs * one, {}))
+            fams.append(_Family({"hold": one}, inst.max_num_seqs * one, {}))
         # p <= u (T - N): u >= uL; u >= KV / kv_max with KV <= cap, T - N <= budget
-        fams.append(_Family("p-floor", {"xmy": self.uL}, 0 * one, {"p": -1.0}))
-        fams.append(_Family("p-kv", {"xmy": per * one, "kb": bud / self.kv_max * one},
+        fams.append(_Family({"xmy": self.uL}, 0 * one, {"p": -1.0}))
+        fams.append(_Family({"xmy": per * one, "kb": bud / self.kv_max * one},
                             per * bud * one, {"p": -1.0}))
         for k, (A, B, G, D, E) in enumerate(coef):
             z = {"y": (B + G) * one, "smp": E * one, "kr": D * one}
             wk = f"w{k}"
             zmax = self.zeta[k] * min(R, inst.max_num_seqs)
             # u_s d_s >= A u + B u (T - N) + u Z
-            fams.append(_Family("r1", {"unf": A * one}, 0 * one, {"c": -1.0, "p": B, wk: 1.0}))
-            fams.append(_Family("w-floor", {f: v * self.uL for f, v in z.items()}, 0 * one,
-                                {wk: -1.0}))
-            fams.append(_Family("w-kv", {**{f: v * per for f, v in z.items()},
-                                         "kb": zmax / self.kv_max * one},
-                                per * zmax * one, {wk: -1.0}))
+            fams.append(_Family({"unf": A * one}, 0 * one, {"c": -1.0, "p": B, wk: 1.0}))
+            fams.append(_Family({f: v * self.uL for f, v in z.items()}, 0 * one, {wk: -1.0}))
+            fams.append(_Family({**{f: v * per for f, v in z.items()},
+                                 "kb": zmax / self.kv_max * one}, per * zmax * one, {wk: -1.0}))
             for g in self.grid:  # u Z >= Z^2 / zeta >= 2 g Z - zeta g^2 (Z <= zeta N <= zeta u)
-                fams.append(_Family("w-square", {f: 2 * g * v for f, v in z.items()},
+                fams.append(_Family({f: 2 * g * v for f, v in z.items()},
                                     self.zeta[k] * g * g * one, {wk: -1.0}))
             # the McCormick corner at u = R: u own >= R own + own_max (u - R)
             own = {"xmy": R * B * one, **{f: R * v for f, v in z.items()}}
-            fams.append(_Family("r-corner", {"unf": (A + self.own_max[k]) * one, **own},
+            fams.append(_Family({"unf": (A + self.own_max[k]) * one, **own},
                                 R * self.own_max[k] * one, {"c": -1.0}))
         return fams
 
@@ -346,8 +343,7 @@ class TrajectoryRelaxation:
         the schedule's latency in the model; the difference is what the product bounds
         miss on it."""
         saved = self.cols
-        self.cols = _Columns(self.inst, self.S, "block" if saved.block else "token",
-                             self.A0)
+        self.cols = _Columns(self.inst, self.S, self.kv_granularity, self.A0)
         try:
             self._add_schedule(trace)
             cost, A_ub, b_ub, A_eq, _ = self._matrices(self._families())
