@@ -2,9 +2,11 @@
 targets benchmark: the master's LP bound, its integer master's best schedule as the master
 values it (the step from the LP is integrality over the columns found) and that schedule's
 real latency under the envelope (the step from the valuation is what the per-step product
-bounds miss). Writes ``benchmarks/results/trajectory_gap.md``.
+bounds miss). Writes ``benchmarks/results/trajectory_gap.md`` (with other ``--requests``:
+``trajectory_gap_<N>.md``).
 
-    python benchmarks/trajectory_gap.py [--seconds S]   (default 18: the solver's share of 60 s)
+    python benchmarks/trajectory_gap.py [--seconds S] [--requests N] [--set key=value ...]
+    (default 18 s: the solver's share of 60 s)
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=18.0)
     ap.add_argument("--requests", type=int, default=30)
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
     args = ap.parse_args()
-    inst, cost, _ = instance_from_config(SimConfig.load(CONFIG), args.requests)
+    inst, cost, _ = instance_from_config(SimConfig.load(CONFIG, args.set), args.requests)
     ienv = IntEnvelope.of(fit_envelope(cost, shape_range(inst), samples=3000, seed=0))
     _, warm = best_start(inst, ienv, "latency", [], False)
     start = int_trace(inst, ienv, warm)
@@ -44,10 +47,12 @@ def main() -> None:
              f"({res.iterations} column-generation rounds, {res.columns} columns, converged: "
              f"{res.converged}).", "", "| | latency (s) | above the bound |", "|---|---|---|"]
     lines += [f"| {name} | {v / 1e6:.5f} | {v / res.bound - 1:+.2%} |" for name, v in rows]
+    sets = "".join(f" --set {kv}" for kv in args.set)
     lines += ["", f"Command: `python benchmarks/trajectory_gap.py --seconds {args.seconds:g} "
-              f"--requests {args.requests}`", ""]
+              f"--requests {args.requests}{sets}`", ""]
     print("\n".join(lines))
-    write("trajectory_gap.md", "\n".join(lines))
+    name = "" if args.requests == 30 else f"_{args.requests}"
+    write(f"trajectory_gap{name}.md", "\n".join(lines))
 
 
 if __name__ == "__main__":
