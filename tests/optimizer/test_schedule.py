@@ -185,7 +185,8 @@ def test_every_objective_solves_and_replays(objective):
     assert res.bound <= res.incumbent + 1e-9
     assert report.replay_error < 0.01
     table = report.table()
-    assert {"optimal (CP-SAT)", "bound", "vllm_v1"} <= set(table["scheduler"])
+    best = "optimal" if res.optimal else "best found (not proven)"
+    assert {best, "bound", "vllm_v1"} <= set(table["scheduler"])
     assert (table["above_bound"].dropna() >= -1e-6).all()
 
 

@@ -80,11 +80,13 @@ class ScheduleReport:
         return self.optimum / self.replay_linearized - 1.0
 
     def table(self) -> pd.DataFrame:
-        """One row per schedule: the optimum, the bound and each registered scheduler, with
-        the value under the cost model and how far above the bound and the optimum it is."""
+        """One row per schedule: the optimum (or, without a proof, the best schedule found),
+        the bound and each registered scheduler, with the value under the cost model and
+        how far above the bound and the optimum it is."""
         res = self.result
         bound, best = res.bound, self.optimum
-        rows = [{"scheduler": "optimal (CP-SAT)", "value": best,
+        name = "optimal" if res.optimal else "best found (not proven)"
+        rows = [{"scheduler": name, "value": best,
                  "value_linearized": self.replay_linearized,
                  "steps": self.solution.trace.num_steps,
                  "preemptions": self.solution.trace.preemptions, "error": None},
