@@ -225,6 +225,12 @@ class TrajectoryRelaxation:
         b_ub = np.concatenate([fam.rhs for fam in fams])
         return cost, A_ub, b_ub, A_eq, a
 
+    def _master_lp(self, fams: list[_Family]):
+        """The master linear program over the columns so far (HiGHS's result)."""
+        cost, A_ub, b_ub, A_eq, _ = self._matrices(fams)
+        return linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(self.inst.n),
+                       bounds=(0, None), method="highs")
+
     def _weights(self, mu: np.ndarray, fams: list[_Family]) -> dict[str, np.ndarray]:
         """Per-step prices of a trajectory's features under the duals ``mu`` (>= 0, one
         per row), made dual feasible for the continuous variables first (c, then w_k and
@@ -309,9 +315,7 @@ class TrajectoryRelaxation:
         it = 0
         while True:
             it += 1
-            cost, A_ub, b_ub, A_eq, _ = self._matrices(fams)
-            res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(inst.n),
-                          bounds=(0, None), method="highs")
+            res = self._master_lp(fams)
             if res.status != 0:
                 break
             lp = float(res.fun)
@@ -346,11 +350,9 @@ class TrajectoryRelaxation:
         self.cols = _Columns(self.inst, self.S, self.kv_granularity, self.A0)
         try:
             self._add_schedule(trace)
-            cost, A_ub, b_ub, A_eq, _ = self._matrices(self._families())
+            res = self._master_lp(self._families())
         finally:
             self.cols = saved
-        res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(self.inst.n),
-                      bounds=(0, None), method="highs")
         if res.status != 0:
             raise SolverError(f"the schedule does not fit the master: {res.message}")
         return float(res.fun)
