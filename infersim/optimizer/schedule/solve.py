@@ -152,7 +152,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
                    max_request_steps: int = 100_000, log: bool = False,
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
-                   lns_share: float = 0.3, trajectory_share: float = 0.3) -> ScheduleSolution:
+                   lns_share: float = 0.3, trajectory_share: float = 0.7) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -167,8 +167,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
     reported bound is the best of the phases, each valid). The latency of a burst without
     preemption first gets the trajectory relaxation (``trajectory_share`` of the time): its
-    column-generation bound is a lower limit on the model's objective, and the schedules of
-    its integer master are candidate incumbents. The makespan of a burst is solved
+    column-generation bound, raised by branching on the unfinished counts, is a lower limit
+    on the model's objective, and the schedules of its integer master are candidate
+    incumbents. The makespan of a burst is solved
     as its busy time (the engine never needs to idle). ``gap_limit``: stop and call the
     incumbent optimal once (incumbent - bound) / incumbent is below it (default 0.01%,
     under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
@@ -280,7 +281,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     if objective == "latency" and burst and not preemption and trajectory_share > 0:
         t_steps = n_hint + max(5, n_hint // 2)
         rel = TrajectoryRelaxation(inst, ienv, t_steps, kv_granularity)
-        traj = rel.solve(hint_trace, trajectory_share * time_limit_s)
+        traj = rel.solve(hint_trace, trajectory_share * time_limit_s, upper, gap_limit)
         solve_time += traj.seconds
         if traj.schedule is not None:
             v = _model_value(int_trace(inst, ienv, traj.schedule), objective, inst)
@@ -289,7 +290,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 hint_trace = int_trace(inst, ienv, best_steps)
                 n_hint = hint_trace.num_steps
         lower = min(traj.bound, upper)
-        bound, bound_source = lower, "trajectory LP"
+        bound = lower
+        bound_source = "trajectory LP" + (" and branching" if traj.nodes else "")
         progress_log.append((time.perf_counter() - started, best, bound))
         if relative_gap(best, bound) <= gap_limit:
             deadline = time.perf_counter()  # proven: nothing left for CP-SAT

@@ -30,7 +30,7 @@ from scipy.sparse import csr_matrix, diags, hstack, vstack
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.evaluate import ScheduleTrace
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.model import IntEnvelope
+from infersim.optimizer.schedule.model import IntEnvelope, int_trace
 from infersim.simulator.schedulers.fixed import FixedStep
 
 TANGENTS = 16  # tangent cuts per step and piece of u_s Z_s >= Z_s^2 / zeta
@@ -61,12 +61,13 @@ class TrajectoryResult:
     iterations: int
     columns: int
     converged: bool
+    nodes: int
     seconds: float
 
 
 def unfinished_floor(inst: ScheduleInstance, steps: int) -> np.ndarray:
-    """Per step s, at least how many requests are unfinished during it (at least 1): all
-    but those that can finish by step s - 1. A request finishing by step k completes its
+    """Per step s, at least how many requests are unfinished during it: all but those
+    that can finish by step s - 1. A request finishing by step k completes its
     prompt by step k - O + 1, so the prompts of a set finishing by k fit in the token budget
     of their deadlines; the largest such set is Moore-Hodgson's (chunked prompts are
     preemptive jobs with a common release)."""
@@ -86,7 +87,7 @@ def unfinished_floor(inst: ScheduleInstance, steps: int) -> np.ndarray:
                 if total > due:
                     total += heapq.heappop(heap)
             done = len(heap)
-        out[s] = max(1, inst.n - done)
+        out[s] = inst.n - done
     return out
 
 
@@ -100,6 +101,7 @@ class _Columns:
         self.req: list[int] = []
         self.comp: list[np.ndarray] = []
         self.seen: set[tuple[int, bytes]] = set()
+        self._cache: dict[str, np.ndarray] | None = None
 
     def kv(self, tokens: np.ndarray) -> np.ndarray:
         return -(-tokens // self.inst.block_size) if self.block else tokens
@@ -122,11 +124,14 @@ class _Columns:
         self.seen.add(key)
         self.req.append(r)
         self.comp.append(computed.astype(np.int64))
+        self._cache = None
         return True
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Per column and step: unfinished, KV held, tokens, active, KV read, sampled,
-        holding; per column: tail cost and request."""
+        holding, tokens beyond one; per column: tail cost and request."""
+        if self._cache is not None:
+            return self._cache
         inst = self.inst
         c = np.array(self.comp)
         req = np.array(self.req)
@@ -135,11 +140,14 @@ class _Columns:
         unf = prev < L
         x = c - prev
         y = x > 0
-        return dict(req=req, unf=unf.astype(float), kb=(self.kv(c) * unf).astype(float),
-                    x=x.astype(float), y=y.astype(float), kr=(c * y).astype(float),
-                    smp=(y & (c >= P)).astype(float), hold=((c > 0) & unf).astype(float),
-                    tail=np.array([self.tail(r, int(cc[-1])) for r, cc in
-                                   zip(self.req, self.comp, strict=True)], dtype=float))
+        self._cache = dict(
+            req=req, unf=unf.astype(float), kb=(self.kv(c) * unf).astype(float),
+            x=x.astype(float), y=y.astype(float), xmy=(x - y).astype(float),
+            kr=(c * y).astype(float), smp=(y & (c >= P)).astype(float),
+            hold=((c > 0) & unf).astype(float),
+            tail=np.array([self.tail(r, int(cc[-1])) for r, cc in
+                           zip(self.req, self.comp, strict=True)], dtype=float))
+        return self._cache
 
 
 class TrajectoryRelaxation:
@@ -147,7 +155,7 @@ class TrajectoryRelaxation:
 
     def __init__(self, inst: ScheduleInstance, ienv: IntEnvelope, steps: int,
                  kv_granularity: str = "block") -> None:
-        self.inst, self.S = inst, steps
+        self.inst, self.ienv, self.S = inst, ienv, steps
         coef = ienv.coef.astype(float) / ienv.q
         if (coef[:, 1:] < 0).any():
             raise SolverError("the trajectory bound needs an envelope without negative slopes")
@@ -155,6 +163,9 @@ class TrajectoryRelaxation:
         self.A0 = ienv.min_step
         R = inst.n
         self.uL = unfinished_floor(inst, steps)
+        self.uU = np.full(steps, float(R))
+        self.bounded = False  # explicit rows uL <= u <= uU (branching tightens them)
+        self.penalty = 10.0 * R * steps * self.A0  # per unit of slack in those rows
         seqs = min(R, inst.max_num_seqs)
         reads = min(inst.capacity_tokens, int(inst.length.sum()))
         B, G, D, E = coef[:, 1], coef[:, 2], coef[:, 3], coef[:, 4]
@@ -172,17 +183,23 @@ class TrajectoryRelaxation:
     def _families(self) -> list[_Family]:
         """The master's rows, one per step in each family. Continuous variables per step:
         c (u_s d_s, cost 1), w_k (u_s Z_ks), p (u_s (T_s - N_s)); Z_k = (B+G) N + E Sm + D K
-        and T - N the tokens beyond one per running request. u_s >= uL_s, u_s >= holders
-        >= KV_s / kv_max (the most one request holds), u_s <= R."""
+        and T - N the tokens beyond one per running request. u_s >= uL_s (and >= 1 in a
+        step that computes), u_s >= holders >= KV_s / kv_max (the most one request holds),
+        u_s <= uU_s; when branching, uL <= u <= uU are rows too (with penalised slack, so
+        that any node's master is feasible)."""
         S, R, coef, inst = self.S, self.inst.n, self.coef, self.inst
         one = np.ones(S)
         cap, bud = float(self.cap_kv), float(inst.max_num_batched_tokens)
         per = cap / self.kv_max
+        lo, hi = np.maximum(self.uL, 1.0), self.uU
         fams = [_Family({"kb": one}, cap * one, {}), _Family({"x": one}, bud * one, {})]
         if self.seq_binding:
             fams.append(_Family({"hold": one}, inst.max_num_seqs * one, {}))
+        if self.bounded:
+            fams += [_Family({"unf": -one}, -self.uL, {"lo": -1.0}),
+                     _Family({"unf": one}, self.uU, {"hi": -1.0})]
         # p <= u (T - N): u >= uL; u >= KV / kv_max with KV <= cap, T - N <= budget
-        fams.append(_Family({"xmy": self.uL}, 0 * one, {"p": -1.0}))
+        fams.append(_Family({"xmy": lo}, 0 * one, {"p": -1.0}))
         fams.append(_Family({"xmy": per * one, "kb": bud / self.kv_max * one},
                             per * bud * one, {"p": -1.0}))
         for k, (A, B, G, D, E) in enumerate(coef):
@@ -191,37 +208,42 @@ class TrajectoryRelaxation:
             zmax = self.zeta[k] * min(R, inst.max_num_seqs)
             # u_s d_s >= A u + B u (T - N) + u Z
             fams.append(_Family({"unf": A * one}, 0 * one, {"c": -1.0, "p": B, wk: 1.0}))
-            fams.append(_Family({f: v * self.uL for f, v in z.items()}, 0 * one, {wk: -1.0}))
+            fams.append(_Family({f: v * lo for f, v in z.items()}, 0 * one, {wk: -1.0}))
             fams.append(_Family({**{f: v * per for f, v in z.items()},
                                  "kb": zmax / self.kv_max * one}, per * zmax * one, {wk: -1.0}))
             for g in self.grid:  # u Z >= Z^2 / zeta >= 2 g Z - zeta g^2 (Z <= zeta N <= zeta u)
                 fams.append(_Family({f: 2 * g * v for f, v in z.items()},
                                     self.zeta[k] * g * g * one, {wk: -1.0}))
-            # the McCormick corner at u = R: u own >= R own + own_max (u - R)
-            own = {"xmy": R * B * one, **{f: R * v for f, v in z.items()}}
+            # the McCormick corner at u = uU: u own >= uU own + own_max (u - uU)
+            own = {"xmy": hi * B, **{f: hi * v for f, v in z.items()}}
             fams.append(_Family({"unf": (A + self.own_max[k]) * one, **own},
-                                R * self.own_max[k] * one, {"c": -1.0}))
+                                hi * self.own_max[k], {"c": -1.0}))
         return fams
 
-    def _blocks(self) -> list[str]:
-        return ["c", *(f"w{k}" for k in range(len(self.coef))), "p"]
+    def _blocks(self) -> dict[str, float]:
+        """The continuous variables' blocks (S each) and their costs."""
+        blocks = {"c": 1.0, **{f"w{k}": 0.0 for k in range(len(self.coef))}, "p": 0.0}
+        if self.bounded:
+            blocks.update(lo=self.penalty, hi=self.penalty)
+        return blocks
 
     def _matrices(self, fams: list[_Family]):
         """(cost, A_ub, b_ub, A_eq, column arrays) with variables [lambda, then S each of
         the continuous blocks]."""
         a, S, R = self.cols.arrays(), self.S, self.inst.n
-        a["xmy"] = a["x"] - a["y"]
         n, blocks = len(a["req"]), self._blocks()
-        features = {f: csr_matrix(a[f].T) for f in FEATURES}  # (S, n), mostly zeros
-        lam, cont = [], []
-        for fam in fams:
-            lam.append(sum(features[f].multiply(v[:, None]) for f, v in fam.feat.items()))
-            cont.append(hstack([diags(np.full(S, fam.var.get(name, 0.0)))
-                                for name in blocks]))
-        A_ub = hstack([vstack(lam), vstack(cont)]).tocsr()
+        lam = np.zeros((len(fams), S, n))
+        cont = np.zeros((len(fams), S, len(blocks)))
+        for i, fam in enumerate(fams):
+            for f, v in fam.feat.items():
+                lam[i] += a[f].T * v[:, None]
+            cont[i] = [fam.var.get(name, 0.0) for name in blocks]
+        eye = np.eye(S)  # continuous block b of step s is column n + b S + s
+        cont_m = (cont[:, :, :, None] * eye[None, :, None, :]).reshape(len(fams) * S, -1)
+        A_ub = csr_matrix(np.hstack([lam.reshape(len(fams) * S, n), cont_m]))
         A_eq = csr_matrix((np.ones(n), (a["req"], np.arange(n))),
                           shape=(R, n + S * len(blocks)))
-        cost = np.concatenate([a["tail"], np.ones(S), np.zeros(S * (len(blocks) - 1))])
+        cost = np.concatenate([a["tail"], np.repeat(list(blocks.values()), S)])
         b_ub = np.concatenate([fam.rhs for fam in fams])
         return cost, A_ub, b_ub, A_eq, a
 
@@ -233,13 +255,14 @@ class TrajectoryRelaxation:
 
     def _weights(self, mu: np.ndarray, fams: list[_Family]) -> dict[str, np.ndarray]:
         """Per-step prices of a trajectory's features under the duals ``mu`` (>= 0, one
-        per row), made dual feasible for the continuous variables first (c, then w_k and
-        p, whose only positive entries are in r1), so that the constant plus each request's
-        cheapest trajectory is a valid bound (the Lagrangian value)."""
+        per row), made dual feasible for the continuous variables first (each block's
+        cost plus its positive entries must cover its negative ones: rows with negative
+        entries are scaled down where they do not), so that the constant plus each
+        request's cheapest trajectory is a valid bound (the Lagrangian value)."""
         S = self.S
         mu = [mu[i * S:(i + 1) * S].copy() for i in range(len(fams))]
-        for name in self._blocks():
-            supply = np.full(S, 1.0 if name == "c" else 0.0)
+        for name, price in self._blocks().items():
+            supply = np.full(S, price)
             demand = np.zeros(S)
             for fam, m in zip(fams, mu, strict=True):
                 v = fam.var.get(name, 0.0)
@@ -299,48 +322,133 @@ class TrajectoryRelaxation:
         return value, path
 
     # --- the loop -----------------------------------------------------------------------------
-    def solve(self, start: ScheduleTrace, time_limit_s: float, milp_share: float = 0.5
-              ) -> TrajectoryResult:
-        """Column generation from ``start``'s trajectories (a complete schedule of at most
-        the horizon's steps) until no column prices out or ``1 - milp_share`` of the time
-        is spent; then the integer master over the columns found, for the rest."""
-        started = time.perf_counter()
-        inst = self.inst
-        self._add_schedule(start)
-        cg_end = started + (1 - milp_share) * time_limit_s
+    def _generate(self, deadline: float, cutoff: float = math.inf):
+        """Column generation on the master under the current u bounds, until no column
+        prices out, the Lagrangian bound reaches ``cutoff`` or the ``deadline``: (best
+        Lagrangian bound, last LP result or None, converged, rounds)."""
         fams = self._families()
-        best = -math.inf
-        lp = math.inf
-        converged = False
-        it = 0
+        best, res, rounds = -math.inf, None, 0
         while True:
-            it += 1
+            rounds += 1
             res = self._master_lp(fams)
             if res.status != 0:
-                break
-            lp = float(res.fun)
+                return best, None, False, rounds
+            res.columns = len(self.cols.req)  # pricing below adds columns after these
             w = self._weights(np.maximum(0.0, -res.ineqlin.marginals), fams)
             sigma = res.eqlin.marginals
             lagrangian = float(w["constant"])
             added = 0
-            for r in range(inst.n):
+            for r in range(self.inst.n):
                 value, path = self.price(r, w)
                 lagrangian += value
-                if value - sigma[r] < -1e-9 * max(1.0, abs(lp)) and self.cols.add(r, path):
+                if value - sigma[r] < -1e-9 * max(1.0, abs(res.fun)) and self.cols.add(r, path):
                     added += 1
             best = max(best, lagrangian)
             if not added:
-                converged = True
-                break
-            if time.perf_counter() > cg_end:
-                break
+                return max(best, float(res.fun)), res, True, rounds
+            if best >= cutoff or time.perf_counter() > deadline:
+                return best, res, False, rounds
+
+    def solve(self, start: ScheduleTrace, time_limit_s: float, upper: float = math.inf,
+              gap: float = 1e-4) -> TrajectoryResult:
+        """Column generation from ``start``'s trajectories (a complete schedule of at most
+        the horizon's steps) until no column prices out (at most 40% of the time); the
+        integer master over the columns found (up to 70% of the time spent in all); then,
+        if the column generation converged, branching on the unfinished counts raises the
+        bound until it is within ``gap`` of the best schedule known (``upper``, in the
+        model's microseconds, or the integer master's) or the time is up."""
+        started = time.perf_counter()
+        end = started + time_limit_s
+        self._add_schedule(start)
+        best, res, converged, it = self._generate(started + 0.4 * time_limit_s)
+        lp = float(res.fun) if res is not None else math.inf
         schedule = None
-        left = time_limit_s - (time.perf_counter() - started)
+        left = started + 0.7 * time_limit_s - time.perf_counter()
         if left > 0.5:
-            schedule = self._integer_master(fams, left)
+            picked = self._integer_master(self._families(), left)
+            if picked is not None:
+                schedule = picked[1]
+                upper = min(upper,
+                            int_trace(self.inst, self.ienv, schedule).objective("latency"))
+        nodes = 0
+        if converged and math.isfinite(upper) and time.perf_counter() < end:
+            best, nodes, better = self.branch_and_bound(best, upper, end, gap)
+            schedule = better or schedule
         bound = math.ceil(best - 1e-7 * abs(best) - 1) if math.isfinite(best) else 0
         return TrajectoryResult(max(0, bound), schedule, lp, it, len(self.cols.req),
-                                converged, time.perf_counter() - started)
+                                converged, nodes, time.perf_counter() - started)
+
+    def branch_and_bound(self, root: float, upper: float, deadline: float, gap: float,
+                         log=None) -> tuple[float, int, list[FixedStep] | None]:
+        """Best-first branching on the unfinished counts u_s (the master's product bounds
+        are exact where uL = uU; each node's columns come from one shared pool, priced by
+        the same dynamic program) from the ``root`` bound, until the lowest open bound is
+        within ``gap`` of ``upper`` or the deadline: (bound, nodes, the best schedule
+        among the nodes' integral LP solutions if one beats ``upper``)."""
+        self.bounded = True
+        root_lo, root_hi = self.uL.copy(), self.uU.copy()
+        heap = [(root, 0, root_lo, root_hi)]
+        closed = math.inf  # the least bound of the nodes closed without children
+        nodes = tick = 0
+        schedule = None
+        cutoff = upper * (1 - gap)
+        while heap and heap[0][0] < cutoff and time.perf_counter() < deadline:
+            parent, _, lo, hi = heapq.heappop(heap)
+            nodes += 1
+            self.uL, self.uU = lo, hi
+            bound, res, _, rounds = self._generate(deadline, cutoff)
+            bound = max(bound, parent)
+            if log:
+                log(nodes, bound, len(heap), rounds)
+            found = self._integral(res)
+            if found is not None and found[0] < upper:
+                upper, schedule = found
+                cutoff = upper * (1 - gap)
+            if bound >= cutoff or res is None or not (hi > lo).any():
+                closed = min(closed, bound)  # pruned, or exact products (integrality aside)
+                continue
+            s, cut = self._branching(res, lo, hi)
+            for a_lo, a_hi in ((lo[s], cut), (cut + 1, hi[s])):
+                clo, chi = lo.copy(), hi.copy()
+                clo[s], chi[s] = a_lo, a_hi
+                clo = np.maximum.accumulate(clo[::-1])[::-1]  # u is non-increasing in s
+                chi = np.minimum.accumulate(chi)
+                if (clo <= chi).all():
+                    tick += 1
+                    heapq.heappush(heap, (bound, tick, clo, chi))
+        self.uL, self.uU = root_lo, root_hi
+        self.bounded = False
+        return min([h[0] for h in heap] + [closed, upper]), nodes, schedule
+
+    def _integral(self, res) -> tuple[float, list[FixedStep]] | None:
+        """A node's LP solution as a schedule, with its latency, if it picks one whole
+        column per request and every pick finishes within the horizon."""
+        if res is None:
+            return None
+        a = self.cols.arrays()
+        chosen = np.flatnonzero(res.x[:res.columns] > 1 - 1e-6)
+        if len(chosen) != self.inst.n or a["tail"][chosen].any():
+            return None
+        schedule = self._schedule(chosen)
+        return int_trace(self.inst, self.ienv, schedule).objective("latency"), schedule
+
+    def _branching(self, res, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int]:
+        """The step whose product bounds the LP solution ``res`` leans on most (else the
+        widest range) and where to split its range: children u_s <= cut and u_s > cut,
+        the LP's u_s at an end of one of them."""
+        a, S, n = self.cols.arrays(), self.S, res.columns
+        x = res.x[:n]
+        u = x @ a["unf"][:n]
+        feats = np.stack([np.ones(S), *(x @ a[f][:n] for f in ("x", "y", "kr", "smp"))])
+        d = (self.coef @ feats).max(axis=0) * (feats[1] > 1e-9)
+        slack = np.where(hi > lo, u * d - res.x[n:n + S], -np.inf)
+        s = int(np.argmax(slack)) if slack.max() > 1e-9 else int(np.argmax(hi - lo))
+        v = u[s]
+        if abs(v - round(v)) < 1e-6:
+            cut = round(v) if round(v) - lo[s] <= hi[s] - round(v) else round(v) - 1
+        else:
+            cut = math.floor(v)
+        return s, int(min(max(cut, lo[s]), hi[s] - 1))
 
     def valuation(self, trace: ScheduleTrace) -> float:
         """The master's value of one complete schedule (its trajectories alone): at most
@@ -365,24 +473,72 @@ class TrajectoryRelaxation:
             comp[:k] = trace.computed[r, :k]
             self.cols.add(r, comp)
 
-    def _integer_master(self, fams: list[_Family], seconds: float) -> list[FixedStep] | None:
-        """The best complete schedule (by the master's objective) choosing one found
-        trajectory per request, each finishing within the horizon; None if none is found."""
+    def _integer_master(self, fams: list[_Family], seconds: float
+                        ) -> tuple[float, list[FixedStep]] | None:
+        """The best complete schedule choosing one found trajectory per request, each
+        finishing within the horizon, by its latency in the master's step times (exact
+        for integer choices, unlike the master's product bounds, which it keeps as cuts):
+        d_s >= every envelope piece of step s's features, request r waits q_rs >= d_s -
+        d_max (1 - z_rs) in step s (z_rs: r unfinished at s; also q_rs >= A z_rs), and
+        the master's u_s d_s bound c_s <= sum_r q_rs. (Its latency so valued, the
+        schedule), or None if none is found."""
         cost, A_ub, b_ub, A_eq, a = self._matrices(fams)
-        n = len(a["req"])
-        integral = np.zeros(len(cost))
+        n, S, R = len(a["req"]), self.S, self.inst.n
+        base = len(cost)  # then d (S), then q (R S, request-major)
+        width = base + S + R * S
+        d_cols = base + np.arange(S)
+        q_cols = base + S + np.arange(R * S)
+        coef = self.coef
+        d_max = float((coef[:, 0] + self.own_max).max())  # the longest step
+        a_min = float(coef[:, 0].max())  # d_s >= every piece's constant
+
+        def block(m: np.ndarray | csr_matrix, cols: np.ndarray) -> csr_matrix:
+            m = csr_matrix(m).tocoo()
+            return csr_matrix((m.data, (m.row, cols[m.col])), shape=(m.shape[0], width))
+
+        # z_rs = sum over r's columns of unf (rows request-major, like q)
+        j, st = np.nonzero(a["unf"])
+        z = csr_matrix((np.ones(len(j)), (a["req"][j] * S + st, j)), shape=(R * S, n))
+        eye_rs = diags(np.ones(R * S))
+        d_rs = csr_matrix((np.ones(R * S), (np.arange(R * S), np.tile(np.arange(S), R))),
+                          shape=(R * S, S))
+        lam_cols, cont_cols = np.arange(n), np.arange(base)
+        rows = [block(A_ub, cont_cols)]
+        rhs = [b_ub]
+        for A, B, G, D, E in coef:
+            feats = (B * a["x"] + G * a["y"] + D * a["kr"] + E * a["smp"]).T
+            rows.append(block(feats, lam_cols) + block(-diags(np.ones(S)), d_cols))
+            rhs.append(np.full(S, -A))
+        rows.append(block(d_rs, d_cols) + block(-eye_rs, q_cols) + block(d_max * z, lam_cols))
+        rhs.append(np.full(R * S, d_max))
+        rows.append(block(a_min * z, lam_cols) + block(-eye_rs, q_cols))
+        rhs.append(np.zeros(R * S))
+        c_first = n  # the c block of the continuous variables
+        rows.append(block(diags(np.ones(S)), c_first + np.arange(S))
+                    + block(-hstack([diags(np.ones(S))] * R), q_cols))
+        rhs.append(np.zeros(S))
+        objective = np.zeros(width)
+        objective[q_cols] = 1.0
+        integral = np.zeros(width)
         integral[:n] = 1
-        upper = np.full(len(cost), np.inf)
+        upper = np.full(width, np.inf)
         upper[:n] = a["tail"] == 0
         with _quiet_stdout():  # HiGHS's MIP solver can print to the process's stdout
-            res = milp(cost, constraints=[LinearConstraint(A_ub, -np.inf, b_ub),
-                                          LinearConstraint(A_eq, 1, 1)],
+            res = milp(objective,
+                       constraints=[LinearConstraint(vstack(rows).tocsr(), -np.inf,
+                                                     np.concatenate(rhs)),
+                                    LinearConstraint(block(A_eq, cont_cols), 1, 1)],
                        integrality=integral, bounds=Bounds(0, upper),
                        options={"time_limit": float(seconds)})
         if res.x is None:
             return None
+        return float(res.fun), self._schedule(np.flatnonzero(res.x[:n] > 0.5))
+
+    def _schedule(self, chosen: np.ndarray) -> list[FixedStep]:
+        """The schedule of one chosen column per request (finishing within the horizon)."""
+        a = self.cols.arrays()
         tokens = np.zeros((self.inst.n, self.S), dtype=np.int64)
-        for j in np.flatnonzero(res.x[:n] > 0.5):
+        for j in chosen:
             tokens[a["req"][j]] = a["x"][j].astype(np.int64)
         steps = [FixedStep(tuple((r, int(q)) for r, q in enumerate(tokens[:, s]) if q > 0))
                  for s in range(self.S)]
