@@ -175,6 +175,7 @@ class TrajectoryRelaxation:
         self.grid = np.unique(np.linspace(0, seqs, TANGENTS + 1).round())[1:]
         self.kv_granularity = kv_granularity
         self.cols = _Columns(inst, steps, kv_granularity, self.A0)
+        self._tails: dict[int, np.ndarray] = {}  # per request: tail cost by computed tokens
         self.cap_kv = inst.num_blocks if kv_granularity == "block" else inst.capacity_tokens
         self.kv_max = int(self.cols.kv(inst.length).max())
         self.seq_binding = inst.n > inst.max_num_seqs
@@ -312,9 +313,10 @@ class TrajectoryRelaxation:
             frm[P + 1:][better] = c[P:L][better]
             back[s] = frm
             V = new
-        tail = np.array([self.cols.tail(r, int(v)) for v in c], dtype=float)
-        cur = int(np.argmin(V + tail))
-        value = float(V[cur] + tail[cur])
+        if r not in self._tails:
+            self._tails[r] = np.array([self.cols.tail(r, int(v)) for v in c], dtype=float)
+        cur = int(np.argmin(V + self._tails[r]))
+        value = float(V[cur] + self._tails[r][cur])
         path = np.empty(S, dtype=np.int64)
         for s in range(S - 1, -1, -1):
             path[s] = cur
