@@ -624,6 +624,9 @@ def test_integer_master_values_picks_by_their_latency(cost):
     assert value < min(latency(s) for s in schedules)  # here a mixture beats them all
     valued = rel.valuation(int_trace(inst, ienv, pick))
     assert valued < latency(pick) * (1 - 1e-3)  # which the master's bounds would miss
+    # with the pick's unfinished counts fixed the bound is valid for the pick, and tighter
+    fixed = rel.bound_with_counts(int_trace(inst, ienv, pick), 10)
+    assert valued < fixed <= latency(pick) * (1 + 1e-9)
 
 
 def test_unfinished_floor_holds_in_every_reachable_state(cost):

@@ -467,6 +467,21 @@ class TrajectoryRelaxation:
             raise SolverError(f"the schedule does not fit the master: {res.message}")
         return float(res.fun)
 
+    def bound_with_counts(self, trace: ScheduleTrace, seconds: float) -> float:
+        """The master's bound with every u_s fixed to ``trace``'s unfinished counts (a
+        diagnostic: how much of the gap the product bounds leave where counts are known)."""
+        k = min(self.S, trace.num_steps)
+        counts = np.zeros(self.S)
+        counts[:k] = (trace.computed[:, :k] < self.inst.length[:, None]).sum(axis=0)
+        counts = np.concatenate([[self.inst.n], counts[:-1]])  # unfinished during step s
+        saved = self.uL, self.uU
+        self.uL, self.uU, self.bounded = counts, counts, True
+        try:
+            bound = self._generate(time.perf_counter() + seconds)[0]
+        finally:
+            (self.uL, self.uU), self.bounded = saved, False
+        return bound
+
     def _add_schedule(self, trace: ScheduleTrace) -> None:
         """Each request's trajectory in a complete schedule (cut at the horizon)."""
         k = min(self.S, trace.num_steps)
