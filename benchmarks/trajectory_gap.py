@@ -45,8 +45,8 @@ def main() -> None:
     fixed = rel.bound_with_counts(best, args.seconds)
     name = ("best schedule found" if found else
             "the heuristic start (the integer master found none in its time)")
-    rows = [("root LP bound (trajectory master)", res.lp),
-            (f"bound after branching ({res.nodes} nodes)", res.bound),
+    rows = [("root master's LP value (the bound once converged)", res.lp),
+            (f"bound (Lagrangian, then {res.nodes} branching nodes)", res.bound),
             (f"{name}, as the root master values it", valued),
             ("bound with that schedule's unfinished counts fixed", fixed),
             ("that schedule's latency", real)]
@@ -54,7 +54,7 @@ def main() -> None:
              f"Machine: {machine()}. {inst.describe()}; {args.seconds:g} s "
              f"({res.iterations} column-generation rounds at the root, converged: "
              f"{res.converged}; {res.columns} columns in all).", "",
-             "| | latency (s) | above the bound after branching |", "|---|---|---|"]
+             "| | latency (s) | above the bound |", "|---|---|---|"]
     lines += [f"| {name} | {v / 1e6:.5f} | {v / res.bound - 1:+.2%} |" for name, v in rows]
     sets = "".join(f" --set {kv}" for kv in args.set)
     lines += ["", f"Command: `python benchmarks/trajectory_gap.py --seconds {args.seconds:g} "
