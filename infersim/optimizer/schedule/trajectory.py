@@ -233,15 +233,13 @@ class TrajectoryRelaxation:
         the continuous blocks]."""
         a, S, R = self.cols.arrays(), self.S, self.inst.n
         n, blocks = len(a["req"]), self._blocks()
-        lam = np.zeros((len(fams), S, n))
-        cont = np.zeros((len(fams), S, len(blocks)))
-        for i, fam in enumerate(fams):
-            for f, v in fam.feat.items():
-                lam[i] += a[f].T * v[:, None]
-            cont[i] = [fam.var.get(name, 0.0) for name in blocks]
         eye = np.eye(S)  # continuous block b of step s is column n + b S + s
-        cont_m = (cont[:, :, :, None] * eye[None, :, None, :]).reshape(len(fams) * S, -1)
-        A_ub = csr_matrix(np.hstack([lam.reshape(len(fams) * S, n), cont_m]))
+        rows = []
+        for fam in fams:  # one family at a time: dense (S, n) blocks only while building
+            lam = sum(a[f].T * v[:, None] for f, v in fam.feat.items())
+            cont = np.concatenate([fam.var.get(name, 0.0) * eye for name in blocks], axis=1)
+            rows.append(csr_matrix(np.hstack([lam, cont])))
+        A_ub = vstack(rows).tocsr()
         A_eq = csr_matrix((np.ones(n), (a["req"], np.arange(n))),
                           shape=(R, n + S * len(blocks)))
         cost = np.concatenate([a["tail"], np.repeat(list(blocks.values()), S)])
