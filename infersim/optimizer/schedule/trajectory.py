@@ -378,46 +378,41 @@ class TrajectoryRelaxation:
         return TrajectoryResult(max(0, bound), schedule, lp, it, len(self.cols.req),
                                 converged, nodes, time.perf_counter() - started)
 
-    def branch_and_bound(self, root: float, upper: float, deadline: float, gap: float,
-                         log=None) -> tuple[float, int, list[FixedStep] | None]:
+    def branch_and_bound(self, root: float, upper: float, deadline: float, gap: float
+                         ) -> tuple[float, int, list[FixedStep] | None]:
         """Best-first branching on the unfinished counts u_s (the master's product bounds
         are exact where uL = uU; each node's columns come from one shared pool, priced by
         the same dynamic program) from the ``root`` bound, until the lowest open bound is
         within ``gap`` of ``upper`` or the deadline: (bound, nodes, the best schedule
         among the nodes' integral LP solutions if one beats ``upper``)."""
-        self.bounded = True
-        root_lo, root_hi = self.uL.copy(), self.uU.copy()
-        heap = [(root, 0, root_lo, root_hi)]
+        heap = [(root, 0, self.uL.copy(), self.uU.copy())]
         closed = math.inf  # the least bound of the nodes closed without children
         nodes = tick = 0
         schedule = None
         cutoff = upper * (1 - gap)
-        while heap and heap[0][0] < cutoff and time.perf_counter() < deadline:
-            parent, _, lo, hi = heapq.heappop(heap)
-            nodes += 1
-            self.uL, self.uU = lo, hi
-            bound, res, _, rounds = self._generate(deadline, cutoff)
-            bound = max(bound, parent)
-            if log:
-                log(nodes, bound, len(heap), rounds)
-            found = self._integral(res)
-            if found is not None and found[0] < upper:
-                upper, schedule = found
-                cutoff = upper * (1 - gap)
-            if bound >= cutoff or res is None or not (hi > lo).any():
-                closed = min(closed, bound)  # pruned, or exact products (integrality aside)
-                continue
-            s, cut = self._branching(res, lo, hi)
-            for a_lo, a_hi in ((lo[s], cut), (cut + 1, hi[s])):
-                clo, chi = lo.copy(), hi.copy()
-                clo[s], chi[s] = a_lo, a_hi
-                clo = np.maximum.accumulate(clo[::-1])[::-1]  # u is non-increasing in s
-                chi = np.minimum.accumulate(chi)
-                if (clo <= chi).all():
-                    tick += 1
-                    heapq.heappush(heap, (bound, tick, clo, chi))
-        self.uL, self.uU = root_lo, root_hi
-        self.bounded = False
+        with self._count_rows():
+            while heap and heap[0][0] < cutoff and time.perf_counter() < deadline:
+                parent, _, lo, hi = heapq.heappop(heap)
+                nodes += 1
+                self.uL, self.uU = lo, hi
+                bound, res = self._generate(deadline, cutoff)[:2]
+                bound = max(bound, parent)
+                found = self._integral(res)
+                if found is not None and found[0] < upper:
+                    upper, schedule = found
+                    cutoff = upper * (1 - gap)
+                if bound >= cutoff or res is None or not (hi > lo).any():
+                    closed = min(closed, bound)  # pruned, or exact products (integrality aside)
+                    continue
+                s, cut = self._branching(res, lo, hi)
+                for a_lo, a_hi in ((lo[s], cut), (cut + 1, hi[s])):
+                    clo, chi = lo.copy(), hi.copy()
+                    clo[s], chi[s] = a_lo, a_hi
+                    clo = np.maximum.accumulate(clo[::-1])[::-1]  # u is non-increasing in s
+                    chi = np.minimum.accumulate(chi)
+                    if (clo <= chi).all():
+                        tick += 1
+                        heapq.heappush(heap, (bound, tick, clo, chi))
         return min([h[0] for h in heap] + [closed, upper]), nodes, schedule
 
     def _integral(self, res) -> tuple[float, list[FixedStep]] | None:
@@ -472,13 +467,20 @@ class TrajectoryRelaxation:
         counts = np.zeros(self.S)
         counts[:k] = (trace.computed[:, :k] < self.inst.length[:, None]).sum(axis=0)
         counts = np.concatenate([[self.inst.n], counts[:-1]])  # unfinished during step s
+        with self._count_rows():
+            self.uL, self.uU = counts, counts
+            return self._generate(time.perf_counter() + seconds)[0]
+
+    @contextlib.contextmanager
+    def _count_rows(self):
+        """uL <= u <= uU as rows of the master inside (where they may be narrowed); the
+        root's bounds, without those rows, come back on leaving."""
         saved = self.uL, self.uU
-        self.uL, self.uU, self.bounded = counts, counts, True
+        self.bounded = True
         try:
-            bound = self._generate(time.perf_counter() + seconds)[0]
+            yield
         finally:
             (self.uL, self.uU), self.bounded = saved, False
-        return bound
 
     def _add_schedule(self, trace: ScheduleTrace) -> None:
         """Each request's trajectory in a complete schedule (cut at the horizon)."""
