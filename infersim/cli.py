@@ -244,7 +244,8 @@ ProfileDeviceOpt = Annotated[str | None, typer.Option(
     "--device-name", help="Rows of this device (when the profile holds several).")]
 ClockOpt = Annotated[str, typer.Option(
     "--clock", help="wall, or cpu: the process's CPU time (needs --threads 1; for a CPU "
-    "shared with other jobs).")]
+    "shared with other jobs), or graph: CUDA events around a CUDA graph's replay (GPU time "
+    "without launch cost).")]
 
 
 def _csv_ints(text: str | None, option: str) -> tuple[int, ...] | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infersim.errors import ConfigError
+from infersim.calibration.runners import check_clock
 from infersim.hardware import DeviceSpec, MemoryTier, Quantity
 
 _CPUINFO = Path("/proc/cpuinfo")
@@ -187,10 +187,7 @@ def local_cpu_device(name: str = "local-cpu", threads: int | None = None,
     """This machine as a DeviceSpec: cores from the affinity mask (or ``threads``), caches
     and memory from /sys and /proc, peak GEMM FLOP/s and bandwidths measured now (with
     ``threads`` PyTorch threads and the ``clock`` the runners will use)."""
-    if clock not in CLOCKS:
-        raise ConfigError("--clock", clock, f"allowed: {', '.join(CLOCKS)}")
-    if clock == "cpu" and threads != 1:
-        raise ConfigError("--clock", clock, "the CPU-time clock needs --threads 1")
+    check_clock(clock, threads)
     today = _dt.datetime.now(_dt.UTC).date().isoformat()
     own = f"own measurement on {today} (infersim calibrate local-device): "
     info = cpuinfo()

@@ -11,6 +11,7 @@ from infersim.calibration.runners import (
     GRIDS,
     Case,
     MissingExtraError,
+    context_mask,
     get_runner,
     model_cases,
     run_profile,
@@ -54,6 +55,23 @@ def test_numpy_runner(tiny_model):
     check(df, "numpy", "fp32")
 
 
+def test_context_mask_is_the_lower_right_causal_mask(torch):
+    """The CUDA path's CausalBias attends exactly as the CPU path's boolean mask: each of
+    the chunk's tokens sees the cached context and the chunk up to itself."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    F = torch.nn.functional
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=gen)
+    k, v = torch.randn(2, 2, 12, 8, generator=gen), torch.randn(2, 2, 12, 8, generator=gen)
+    mask = context_mask(torch, 5, 12, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask[0].sum() == 8 and mask[-1].all()
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    got = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(5, 12),
+                                         enable_gqa=True)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_cold_operands_are_rotated(torch):
     runner = get_runner("torch", device="cpu", flush_bytes=1 << 20)
     assert runner.copies(64 * 1024) == 16  # 1 MiB of weights to flush, 64 KiB each
@@ -88,6 +106,8 @@ def test_cuda_request_without_a_gpu_is_a_clear_error(torch, tiny_model):
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match="no CUDA device"):
         run_profile(tiny_model, "x", "torch", device="cuda", cases=TINY_CASES)
+    with pytest.raises(ConfigError, match="CUDA-graph clock needs a CUDA device"):
+        run_profile(tiny_model, "x", "torch", device="cpu", clock="graph", cases=TINY_CASES)
 
 
 def test_missing_torch_names_the_extra(monkeypatch, tiny_model):
