@@ -35,14 +35,15 @@ from infersim.hardware import DeviceSpec, Quantity
 FIT_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("gemm", ("gemm_efficiency", "memory_efficiency", "overlap", "kernel_overhead")),
     ("attention", ("attention_efficiency", "decode_attention_efficiency",
-                   "attention_causal_skip")),
+                   "attention_causal_skip", "attention_overhead")),
     ("elementwise", ("elementwise_efficiency", "elementwise_overhead")),
 )
 """Op class -> the parameters it fits, in fitting order."""
 
 SCALE = {"kernel_overhead": 1e-6}  # fitted in microseconds
 BOUNDS = {"overlap": (0.0, 1.0), "kernel_overhead": (0.0, 1000.0),  # fitted units
-          "elementwise_overhead": (0.0, 20.0), "attention_causal_skip": (0.0, 1.0)}
+          "elementwise_overhead": (0.0, 20.0), "attention_overhead": (0.0, 20.0),
+          "attention_causal_skip": (0.0, 1.0)}
 EFFICIENCY_BOUNDS = (1e-3, 1.0)
 LOSS, F_SCALE = "soft_l1", 0.05
 

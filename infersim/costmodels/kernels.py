@@ -93,7 +93,7 @@ class KernelModel:
         kv = (b * k + tokens) * kv_token
         act = 2 * tokens * q_width * ACT_BYTES
         t_c = flops / (self.roof.peak * self.params.attention_efficiency)
-        return self._kernel(t_c, self._memory(kv, act))
+        return self._kernel(t_c, self._memory(kv, act), self.params.attention_overhead)
 
     def attention_decode(self, batch, kv_len, heads, kv_heads, head_dim):
         """``batch`` sequences decoding one token on ``kv_len`` cached ones, one layer."""
@@ -105,7 +105,7 @@ class KernelModel:
         kv = ctx * kv_token
         act = 2 * b * q_width * ACT_BYTES
         t_c = flops / (self.roof.peak * self.params.decode_attention_efficiency)
-        return self._kernel(t_c, self._memory(kv, act))
+        return self._kernel(t_c, self._memory(kv, act), self.params.attention_overhead)
 
     def elementwise(self, act_bytes, flops, kernels: float = 1.0):
         """A streaming kernel (norm, residual add, activation, rotary) moving ``act_bytes``

@@ -224,14 +224,16 @@ class OpBuilder:
             flops = 4.0 * s.q * pairs * la
             kv = (b.prefill_context + b.prefill_tokens) * kv_token * la
             act = 2 * b.prefill_tokens * s.q * ACT_BYTES * la
-            out.append(self._stream("attention_prefill", flops, kv, act, la, graphed,
+            out.append(self._stream("attention_prefill", flops, kv, act,
+                                    la * self.p.attention_overhead, graphed,
                                     self.p.attention_efficiency))
         if la and b.decode_seqs:
             ctx = b.decode_context + b.decode_seqs
             flops = 4.0 * s.q * ctx * la
             kv = ctx * kv_token * la
             act = 2 * b.decode_seqs * s.q * ACT_BYTES * la
-            out.append(self._stream("attention_decode", flops, kv, act, la, graphed,
+            out.append(self._stream("attention_decode", flops, kv, act,
+                                    la * self.p.attention_overhead, graphed,
                                     self.p.decode_attention_efficiency))
         if s.mamba_layers and b.num_seqs:
             out.append(self._scan(b, graphed))

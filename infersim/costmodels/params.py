@@ -23,6 +23,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
                                "activation and rotary kernels reach"),
     "elementwise_overhead": ("1", "fixed cost of a norm, activation or rotary kernel, as a "
                              "multiple of kernel_overhead"),
+    "attention_overhead": ("1", "fixed cost of an attention kernel call, as a multiple of "
+                           "kernel_overhead"),
     "overlap": ("1", "share of the smaller of compute/memory time a kernel hides (1 = roofline)"),
     "kernel_overhead": ("s", "fixed cost added to every kernel (launch, sync, tail)"),
     "graph_kernel_overhead": ("s", "the same inside a captured graph (CUDA graphs)"),
@@ -55,6 +57,8 @@ _COMMON = {
                                  "GEMM weights do (uncalibrated)", "D"),
     "elementwise_overhead": _q(1.0, "1", "assumption: every kernel launches at the same cost "
                                "(uncalibrated)", "D"),
+    "attention_overhead": _q(1.0, "1", "assumption: every kernel launches at the same cost "
+                             "(uncalibrated)", "D"),
     "overlap": _q(1.0, "1", "classical roofline: compute and memory overlap fully", "D"),
     "kernel_overhead": _q(4e-6, "s", _SIM, "D"),
     "graph_kernel_overhead": _q(4e-6, "s", "no graph capture: same as kernel_overhead", "D"),
@@ -156,9 +160,10 @@ def resolve_params(device: DeviceSpec) -> Params:
     if not 0 <= merged["attention_causal_skip"].si <= 1:
         raise ConfigError(f"{device.name}: efficiency.attention_causal_skip",
                           merged["attention_causal_skip"].value, "must be in [0, 1]")
-    if merged["elementwise_overhead"].si < 0:
-        raise ConfigError(f"{device.name}: efficiency.elementwise_overhead",
-                          merged["elementwise_overhead"].value, "must be >= 0")
+    for name in ("elementwise_overhead", "attention_overhead"):
+        if merged[name].si < 0:
+            raise ConfigError(f"{device.name}: efficiency.{name}", merged[name].value,
+                              "must be >= 0")
     return Params({k: q.si for k, q in merged.items()}, lowest_grade([q.grade for q in
                                                                         merged.values()]))
 

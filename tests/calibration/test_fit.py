@@ -19,7 +19,7 @@ from infersim.models import get_model
 TRUE = {"gemm_efficiency": 0.6, "memory_efficiency": 0.7, "overlap": 0.5,
         "kernel_overhead": 8e-6, "attention_efficiency": 0.3,
         "decode_attention_efficiency": 0.05, "attention_causal_skip": 0.3,
-        "elementwise_efficiency": 0.5, "elementwise_overhead": 0.4}
+        "elementwise_efficiency": 0.5, "elementwise_overhead": 0.4, "attention_overhead": 2.5}
 
 
 def truth(base: str = "a100-80gb-sxm"):

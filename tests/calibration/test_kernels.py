@@ -93,14 +93,15 @@ def test_gemm_time_is_the_roofline_formula():
 
 
 def test_new_parameters_move_kernels_and_whole_steps_alike():
-    """decode_attention_efficiency and elementwise_efficiency (added for calibration) act
-    on the step the way they act on the single kernel."""
+    """decode_attention_efficiency, elementwise_efficiency and attention_overhead (added
+    for calibration) act on the step the way they act on the single kernel."""
     model = one_layer("llama-3.2-1b")
     base = eager("xeon-8480-2s")
     slow = base.model_copy(update={"efficiency": {
         **base.efficiency,
         "decode_attention_efficiency": Quantity(value=0.01, unit="1", source="t", grade="C"),
-        "elementwise_efficiency": Quantity(value=0.25, unit="1", source="t", grade="C")}})
+        "elementwise_efficiency": Quantity(value=0.25, unit="1", source="t", grade="C"),
+        "attention_overhead": Quantity(value=3.0, unit="1", source="t", grade="C")}})
     batch = BatchShape.uniform(32, 1, 2048)
     w0 = works(CostModel(model, Placement(base)), batch)
     w1 = works(CostModel(model, Placement(slow)), batch)
@@ -111,13 +112,18 @@ def test_new_parameters_move_kernels_and_whole_steps_alike():
     e0 = k0.elementwise(1e6, 0.0) - k0.params.kernel_overhead
     e1 = k1.elementwise(1e6, 0.0) - k1.params.kernel_overhead
     assert float(e1) == pytest.approx(4 * float(e0))
+    assert w0["attention_decode"].t_overhead > 0
+    assert w1["attention_decode"].t_overhead == pytest.approx(3 * w0["attention_decode"].t_overhead)
+    assert float(k1.attention_decode(0, 0, 32, 8, 128)) == pytest.approx(
+        3 * float(k0.attention_decode(0, 0, 32, 8, 128)))  # an empty call costs its overhead
     # prefill attention keeps its own parameter
     assert w1["qkv_proj"].time == w0["qkv_proj"].time
 
 
 def test_added_parameters_default_to_the_old_behaviour():
-    """Splitting decode attention off and the elementwise parameters changed no uncalibrated
-    prediction: their defaults are the values the shared parameters had."""
+    """Splitting decode attention off, the elementwise parameters and the attention
+    overhead changed no uncalibrated prediction: their defaults are the values the shared
+    parameters had."""
     from infersim.costmodels.params import FAMILY_DEFAULTS
     from infersim.hardware import devices
 
@@ -125,6 +131,7 @@ def test_added_parameters_default_to_the_old_behaviour():
         p = resolve_params(dev)
         assert p.decode_attention_efficiency == p.attention_efficiency, dev.name
         assert p.elementwise_efficiency == 1.0 and p.elementwise_overhead == 1.0, dev.name
+        assert p.attention_overhead == 1.0, dev.name
         assert p.attention_causal_skip == 1.0, dev.name
     assert set(FAMILY_DEFAULTS) >= {"gpu", "cpu", "tpu", "fpga", "npu", "dataflow"}
 
@@ -152,6 +159,7 @@ def test_causal_skip_zero_computes_the_full_square():
 @pytest.mark.parametrize(("name", "value"), [("attention_causal_skip", 1.5),
                                              ("attention_causal_skip", -0.1),
                                              ("elementwise_overhead", -1.0),
+                                             ("attention_overhead", -1.0),
                                              ("decode_attention_efficiency", 0.0),
                                              ("elementwise_efficiency", 2.0)])
 def test_new_parameters_are_range_checked(name, value):
