@@ -83,7 +83,9 @@ def serving_run(base: str, out: Path) -> Path:
     return out / "steps.csv"
 
 
-def optimum_run(base: str, out: Path, seconds: float, workers: int) -> tuple[Path, dict]:
+def burst_runs(base: str, out: Path, seconds: float, workers: int) -> dict:
+    """The cost optimum of the 30-request burst and vllm_v1's schedule of it, each replayed
+    through the simulator: {label: (steps.csv, facts)}."""
     from infersim.optimizer.schedule.study import instance_from_config, optimize_schedule
     from infersim.optimizer.schedule.study import replay as replay_schedule
     from infersim.simulator.output import write_result
@@ -91,11 +93,17 @@ def optimum_run(base: str, out: Path, seconds: float, workers: int) -> tuple[Pat
     rep = optimize_schedule(BURST, 30, "cost", time_limit_s=seconds, num_workers=workers,
                             overrides=[f"device={base}"])
     _inst, cost, table = instance_from_config(rep.config, 30)
-    res = replay_schedule(rep.config, table, rep.solution.schedule, cost)
-    write_result(res, out, plot=False)
-    info = {"status": rep.result.status, "incumbent": rep.result.incumbent,
-            "bound": rep.result.bound, "optimum_cost_model": rep.optimum}
-    return out / "steps.csv", info
+    v1 = next(r for r in rep.runs if r.name == "vllm_v1")
+    runs = {}
+    for label, schedule, facts in (
+            ("optimum", rep.solution.schedule,
+             {"status": rep.result.status, "incumbent": rep.result.incumbent,
+              "bound": rep.result.bound, "cost_model": rep.optimum}),
+            ("vllm_v1", v1.schedule, {"cost_model": v1.value})):
+        write_result(replay_schedule(rep.config, table, schedule, cost), out / label,
+                     plot=False)
+        runs[label] = (out / label / "steps.csv", facts)
+    return runs
 
 
 def measure(args) -> None:
@@ -119,14 +127,14 @@ def measure(args) -> None:
               flush=True)
         write_profile(pd.concat(frames, ignore_index=True), out / f"profile-{tag}.csv")
     device = get_device(base)
-    runs = {"serving": lambda: (serving_run(base, out / "serving"), {})}
+    runs = {"serving": (serving_run(base, out / "serving"), {})}
     if args.optimum_seconds > 0:
-        runs["optimum"] = lambda: optimum_run(base, out / "optimum", args.optimum_seconds,
-                                              args.workers)
-    for label, make in runs.items():
+        runs.update(burst_runs(base, out / "burst", args.optimum_seconds, args.workers))
+    for label, (steps, extra) in runs.items():
         t0 = time.perf_counter()
-        steps, extra = make()
-        rep = replay(steps, device, max_steps=args.max_steps, layers=args.layers,
+        every = label != "serving"  # a burst's schedules are replayed whole
+        rep = replay(steps, device, max_steps=10**6 if every else args.max_steps,
+                     layers=args.layers,
                      repeats=5, torch_device=args.torch_device, clock=args.clock)
         rep.steps.to_csv(out / f"replay-{label}-{tag}.csv", index=False)
         info[f"replay {label}"] = {**rep.summary, **extra,
@@ -153,14 +161,45 @@ def a100_transfer(base):
     return transfer(fit.device, base)
 
 
-def step_errors(steps: pd.DataFrame, device) -> pd.Series:
+def predicted_forwards(steps: pd.DataFrame, device) -> pd.Series:
+    """``device``'s forward time of each replayed step (the batch the replay rebuilt)."""
     cm = CostModel(get_model(REPLAY_MODEL), Placement(eager_device(device)))
-    predicted = [predicted_forward(cm, rebuild({
+    return pd.Series([predicted_forward(cm, rebuild({
         "decode_tokens": r.decode_seqs, "decode_context": r.decode_seqs * r.decode_context,
         "prefill_seqs": r.prefill_seqs, "prefill_tokens": r.prefill_seqs * r.prefill_len,
         "prefill_context": r.prefill_seqs * r.prefill_context, "sampled": r.sampled,
-    }).shape)[0] for r in steps.itertuples()]
-    return pd.Series(predicted, index=steps.index) / steps["measured_s"] - 1
+    }).shape)[0] for r in steps.itertuples()], index=steps.index)
+
+
+def burst_rows(src: Path, tag: str, info: dict, devices: dict) -> list[str]:
+    """The burst's cost optimum against vllm_v1 on the same requests: what the cost model
+    says each schedule's steps take, and what they took on the GPU."""
+    got = {label: pd.read_csv(src / f"replay-{label}-{tag}.csv")
+           for label in ("optimum", "vllm_v1") if (src / f"replay-{label}-{tag}.csv").exists()}
+    if len(got) < 2:
+        return []
+    opt = info["replay optimum"]
+    lines = ["", "### The schedule optimizer's cost optimum against vllm_v1, on the GPU", "",
+             f"The 30-request burst of `benchmarks/optimal_schedule_burst.yaml` on the catalog "
+             f"{info['base']}, cost objective: CP-SAT {opt['status']}, {opt['incumbent']:.6g} "
+             f"device-s (bound {opt['bound']:.6g}) under the step envelope. Each schedule's "
+             "steps replayed through the simulator, then on the GPU (forward of every step, "
+             "summed).", "",
+             "| schedule | steps | cost model: device-s | " + " | ".join(
+                 f"{d}: forward ms" for d in devices) + " | measured forward ms |",
+             "|---|---|---|" + "---|" * (len(devices) + 1)]
+    sums = {}
+    for label, steps in got.items():
+        predicted = [predicted_forwards(steps, dev).sum() for dev in devices.values()]
+        sums[label] = [*predicted, steps["measured_s"].sum()]
+        lines.append(f"| {label} | {len(steps)} | "
+                     f"{info[f'replay {label}']['cost_model']:.6g} | "
+                     + " | ".join(f"{v * 1e3:.2f}" for v in sums[label]) + " |")
+    ratio = [v / o for v, o in zip(sums["vllm_v1"], sums["optimum"], strict=True)]
+    model_ratio = info["replay vllm_v1"]["cost_model"] / opt["cost_model"]
+    lines.append(f"| vllm_v1 / optimum | | {model_ratio:.3f} | "
+                 + " | ".join(f"{r:.3f}" for r in ratio) + " |")
+    return lines
 
 
 CLOCK_WORDS = {"graph": "each case or step captured in a CUDA graph, CUDA events around "
@@ -210,22 +249,18 @@ def clock_section(src: Path, tag: str) -> list[str]:
               "| steps of | steps | measured total ms | " + " | ".join(
                   f"{d}: MAPE / worst" for d in devices) + " |",
               "|---|---|---|" + "---|" * len(devices)]
-    for label in ("serving", "optimum"):
+    for label in ("serving", "optimum", "vllm_v1"):
         path = src / f"replay-{label}-{tag}.csv"
         if not path.exists():
             continue
         steps = pd.read_csv(path)
         cells = []
         for dev in devices.values():
-            e = step_errors(steps, dev)
+            e = predicted_forwards(steps, dev) / steps["measured_s"] - 1
             cells.append(f"{e.abs().mean():.1%} / {e.iloc[int(e.abs().argmax())]:+.1%}")
         lines.append(f"| {label} | {len(steps)} | {steps['measured_s'].sum() * 1e3:.2f} | "
                      + " | ".join(cells) + " |")
-    opt = info.get("replay optimum")
-    if opt:
-        lines += ["", f"Optimum: the 30-request burst, cost objective, {opt['status']}: "
-                  f"{opt['incumbent']:.6g} device-s (bound {opt['bound']:.6g}) under the step "
-                  f"envelope, {opt['optimum_cost_model']:.6g} under the cost model."]
+    lines += burst_rows(src, tag, info, devices)
     return [*lines, ""]
 
 
