@@ -40,8 +40,7 @@ from infersim.calibration import (
     write_profile,
     write_report,
 )
-from infersim.calibration.replay import eager_device, predicted_forward, rebuild
-from infersim.costmodels import CostModel, Placement
+from infersim.calibration.replay import predict_replayed
 from infersim.hardware import load_device_file
 from infersim.models import get_model
 
@@ -119,13 +118,7 @@ def main() -> None:
     rep = replay(out / "run" / "steps.csv", calibrated, max_steps=args.max_steps, **timing)
     t_replay = time.perf_counter() - t0
     steps = rep.steps
-    cm_base = CostModel(model, Placement(eager_device(base)))
-    steps["predicted_uncalibrated_s"] = [
-        predicted_forward(cm_base, rebuild({
-            "decode_tokens": r.decode_seqs, "decode_context": r.decode_seqs * r.decode_context,
-            "prefill_seqs": r.prefill_seqs, "prefill_tokens": r.prefill_seqs * r.prefill_len,
-            "prefill_context": r.prefill_seqs * r.prefill_context, "sampled": r.sampled,
-        }).shape)[0] for r in steps.itertuples()]
+    steps["predicted_uncalibrated_s"] = predict_replayed(steps, base, model)
     steps.to_csv(out / "replay.csv", index=False)
     err_u = steps["predicted_uncalibrated_s"] / steps["measured_s"] - 1
     load_after = os.getloadavg()

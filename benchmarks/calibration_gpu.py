@@ -47,8 +47,7 @@ from infersim.calibration import (
     write_device,
     write_profile,
 )
-from infersim.calibration.replay import eager_device, predicted_forward, rebuild
-from infersim.costmodels import CostModel, Placement
+from infersim.calibration.replay import predict_replayed
 from infersim.hardware import get_device
 from infersim.models import get_model
 
@@ -162,13 +161,8 @@ def a100_transfer(base):
 
 
 def predicted_forwards(steps: pd.DataFrame, device) -> pd.Series:
-    """``device``'s forward time of each replayed step (the batch the replay rebuilt)."""
-    cm = CostModel(get_model(REPLAY_MODEL), Placement(eager_device(device)))
-    return pd.Series([predicted_forward(cm, rebuild({
-        "decode_tokens": r.decode_seqs, "decode_context": r.decode_seqs * r.decode_context,
-        "prefill_seqs": r.prefill_seqs, "prefill_tokens": r.prefill_seqs * r.prefill_len,
-        "prefill_context": r.prefill_seqs * r.prefill_context, "sampled": r.sampled,
-    }).shape)[0] for r in steps.itertuples()], index=steps.index)
+    """``device``'s forward time of each replayed step."""
+    return pd.Series(predict_replayed(steps, device, REPLAY_MODEL), index=steps.index)
 
 
 def burst_rows(src: Path, tag: str, info: dict, devices: dict) -> list[str]:

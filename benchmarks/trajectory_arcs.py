@@ -36,9 +36,12 @@ from scipy.sparse import csr_matrix
 from infersim.optimizer.schedule import fit_envelope, instance_from_config, shape_range
 from infersim.optimizer.schedule.model import IntEnvelope, int_trace
 from infersim.optimizer.schedule.solve import best_start
-from infersim.optimizer.schedule.trajectory import FEATURES, TrajectoryRelaxation
+from infersim.optimizer.schedule.trajectory import (
+    FEATURES,
+    TrajectoryRelaxation,
+    schedule_of,
+)
 from infersim.simulator import SimConfig
-from infersim.simulator.schedulers.fixed import FixedStep
 
 CONFIG = ROOT / "benchmarks" / "optimal_schedule_burst.yaml"
 
@@ -48,14 +51,9 @@ def moves(rel: TrajectoryRelaxation, r: int, w: dict) -> list[list[tuple[int, in
     as ``TrajectoryRelaxation.price`` charges them."""
     inst = rel.inst
     P, L, bud = int(inst.prompt[r]), int(inst.length[r]), inst.max_num_batched_tokens
-    c = np.arange(L + 1)
-    kv = rel.cols.kv(c).astype(float)
+    bases, slopes, runs = rel.move_prices(r, w)
     out = []
-    for s in range(rel.S):
-        base = w["unf"][s] + w["kb"][s] * kv + w["hold"][s] * (c > 0)
-        slope = w["x"][s] + w["xmy"][s]
-        run = (base + slope * c - w["xmy"][s] + w["y"][s] + w["kr"][s] * c
-               + w["smp"][s] * (c >= P))
+    for base, slope, run in zip(bases, slopes, runs, strict=True):
         step = []
         for cp in range(L + 1):
             step.append((cp, cp, base[cp] if cp < L else 0.0))
@@ -168,9 +166,7 @@ def arc_program(rel: TrajectoryRelaxation, arcs: np.ndarray, tails: np.ndarray,
         tokens = np.zeros((R, S), dtype=np.int64)
         for r, s, a, b in arcs[res.x[:n] > 0.5]:
             tokens[r, s] = b - a
-        schedule = [FixedStep(tuple((r, int(t)) for r, t in enumerate(tokens[:, s]) if t))
-                    for s in range(S)]
-        schedule = [step for step in schedule if step.run]
+        schedule = schedule_of(tokens)
     return res, A.nnz + F.nnz, schedule
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
-from infersim.calibration.runners import check_clock
+from infersim.calibration.runners import CLOCKS, check_clock
 from infersim.hardware import DeviceSpec, MemoryTier, Quantity
 
 _CPUINFO = Path("/proc/cpuinfo")
@@ -97,9 +96,6 @@ def numa_nodes() -> int:
 
 
 # --- microbenchmarks --------------------------------------------------------------------------
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def _best(fn, repeats: int, clock: str = "wall") -> float:
     now = CLOCKS[clock]
     fn()

@@ -318,6 +318,17 @@ def predicted_forward(cm: CostModel, shape: BatchShape) -> tuple[float, float]:
     return forward, step.seconds
 
 
+def predict_replayed(steps: pd.DataFrame, device: DeviceSpec, model: str | ModelSpec,
+                     tp: int = 1) -> np.ndarray:
+    """``device``'s forward time of each step of a replay's output (``ReplayResult.steps``):
+    measured steps judged again with another device."""
+    spec = model if isinstance(model, ModelSpec) else get_model(str(model))
+    cm = CostModel(spec, Placement(eager_device(device), tp=tp))
+    fields = [f.name for f in ReplayBatch.__dataclass_fields__.values()]
+    return np.array([predicted_forward(cm, ReplayBatch(*(int(getattr(r, f)) for f in fields))
+                                       .shape)[0] for r in steps.itertuples()])
+
+
 def replay(steps: str | Path, device: DeviceSpec, model: str | ModelSpec | None = None,
            tp: int | None = None, max_steps: int = 40, layers: int = 2, repeats: int = 3,
            torch_device: str = "auto", dtype: str = "bf16", threads: int | None = None,

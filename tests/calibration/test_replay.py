@@ -9,11 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from infersim.calibration.replay import pick_steps, read_steps, rebuild, replay
+from infersim.calibration.replay import (
+    pick_steps,
+    predict_replayed,
+    read_steps,
+    rebuild,
+    replay,
+)
 from infersim.costmodels import CostModel, Placement
 from infersim.costmodels.params import resolve_params
 from infersim.errors import ConfigError, TraceFormatError
-from infersim.hardware import get_device
+from infersim.hardware import Quantity, get_device
 from infersim.simulator.metrics import StepLog
 
 
@@ -75,6 +81,13 @@ def test_replay_runs_and_compares_the_forward_part(torch, tiny_model, tmp_path: 
     s = result.summary
     assert s["steps"] == 3 and s["layers_run"] == 2 and s["mape"] >= 0
     assert s["backend"] == "torch-cpu"
+    # judging the measured steps again: the same device gives the same predictions, one
+    # whose kernels cost more to launch gives slower ones
+    assert predict_replayed(df, device, tiny_model) == pytest.approx(df["predicted_s"].to_numpy())
+    slow = device.model_copy(update={"efficiency": {**device.efficiency, "kernel_overhead":
+                                                    Quantity(value=1e-3, unit="s", source="t",
+                                                             grade="C")}})
+    assert (predict_replayed(df, slow, tiny_model) > df["predicted_s"].to_numpy()).all()
 
 
 def test_model_comes_from_the_runs_config(torch, tiny_config, tmp_path: Path):

@@ -280,24 +280,35 @@ class TrajectoryRelaxation:
         w["constant"] = np.array(constant)
         return w
 
+    def move_prices(self, r: int, w: dict[str, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Request r's prices under ``w``, per step s and computed tokens c: (base, slope,
+        run). Staying unfinished at c costs base[s, c]; running from c_prev to c costs
+        run[s, c] - slope[s] * c_prev."""
+        P, L = int(self.inst.prompt[r]), int(self.inst.length[r])
+        c = np.arange(L + 1)
+        kv = self.cols.kv(c).astype(float)
+        at = {f: w[f][:, None] for f in FEATURES}
+        base = at["unf"] + at["kb"] * kv + at["hold"] * (c > 0)
+        slope = w["x"] + w["xmy"]
+        run = (base + slope[:, None] * c - at["xmy"] + at["y"] + at["kr"] * c
+               + at["smp"] * (c >= P))
+        return base, slope, run
+
     def price(self, r: int, w: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """The cheapest trajectory of request r under the prices ``w`` (exact dynamic
         program over steps and computed tokens): (cost, computed after each step)."""
         inst, S = self.inst, self.S
         P, L = int(inst.prompt[r]), int(inst.length[r])
         c = np.arange(L + 1)
-        kv = self.cols.kv(c).astype(float)
+        bases, slopes, runs = self.move_prices(r, w)
         V = np.full(L + 1, np.inf)
         V[0] = 0.0
         back = np.empty((S, L + 1), dtype=np.int64)
         for s in range(S):
-            base = w["unf"][s] + w["kb"][s] * kv + w["hold"][s] * (c > 0)
+            base, slope, run = bases[s], slopes[s], runs[s]
             new = V + np.where(c < L, base, 0.0)  # idle (or finished)
             frm = c.copy()
-            # running from c_prev to c costs run(c) - slope * c_prev
-            slope = w["x"][s] + w["xmy"][s]
-            run = (base + slope * c - w["xmy"][s] + w["y"][s] + w["kr"][s] * c
-                   + w["smp"][s] * (c >= P))
             # prompt chunks: c_prev < c <= P, c - c_prev <= budget
             best, arg = _window_argmin(V[:P] - slope * c[:P], inst.max_num_batched_tokens)
             chunk = best + run[1:P + 1]
@@ -557,9 +568,15 @@ class TrajectoryRelaxation:
         tokens = np.zeros((self.inst.n, self.S), dtype=np.int64)
         for j in chosen:
             tokens[a["req"][j]] = a["x"][j].astype(np.int64)
-        steps = [FixedStep(tuple((r, int(q)) for r, q in enumerate(tokens[:, s]) if q > 0))
-                 for s in range(self.S)]
-        return [st for st in steps if st.run]
+        return schedule_of(tokens)
+
+
+def schedule_of(tokens: np.ndarray) -> list[FixedStep]:
+    """The schedule computing ``tokens[r, s]`` of request r in step s (empty steps left
+    out)."""
+    steps = [FixedStep(tuple((r, int(q)) for r, q in enumerate(column) if q > 0))
+             for column in tokens.T]
+    return [st for st in steps if st.run]
 
 
 def _window_argmin(g: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
