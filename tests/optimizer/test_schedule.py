@@ -672,3 +672,81 @@ def test_latency_of_a_burst_keeps_the_trajectory_bound_and_schedule(cost, monkey
     spread = _random_instance(1, n=10)  # arrivals spread in time: not used
     solve_schedule(spread, envelope_for(cost, spread), "latency", time_limit_s=2)
     assert len(seen) == 1
+
+
+# --- the arrival-wait floor (latency with arrivals spread in time) -----------------------------
+def _least_waits(arrival, spacing):
+    """Brute force: the least total wait for the first start at or after each arrival over
+    integer start times at least ``spacing`` apart."""
+    a = sorted(arrival)
+
+    @functools.cache
+    def go(last, i):
+        if i == len(a):
+            return 0
+        best = np.inf
+        for t in range(0 if last is None else last + spacing, a[-1] + spacing + 1):
+            j = i
+            while j < len(a) and a[j] <= t:
+                j += 1
+            if j > i:
+                best = min(best, sum(t - v for v in a[i:j]) + go(t, j))
+        return best
+
+    return go(None, 0)
+
+
+def test_wait_floor_is_the_least_total_wait():
+    from infersim.optimizer.schedule.arrivals import wait_floor
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        arrival = rng.integers(0, 25, rng.integers(1, 7)).tolist()
+        spacing = int(rng.integers(1, 9))
+        assert wait_floor(np.array(arrival), spacing) == _least_waits(arrival, spacing)
+    assert wait_floor(np.array([5, 5, 5]), 3) == 0  # a burst waits for nothing
+
+
+@pytest.mark.parametrize("preemption", [False, True])
+def test_latency_floor_holds_for_every_schedule(cost, preemption):
+    # random engine-valid schedules (pauses, chunks, preemptions) of instances whose requests
+    # arrive over time: their waits for a first step and their latencies stay above the floors
+    from infersim.optimizer.schedule.arrivals import latency_floor, wait_floor
+    from infersim.optimizer.schedule.model import to_us
+
+    rng = np.random.default_rng(5)
+    for seed in range(3):
+        arrival = np.sort(np.random.default_rng(seed).uniform(0, 0.01, 4))
+        inst = instance(arrival, [4, 2, 6, 3], [2, 3, 1, 2], budget=4, seqs=4, blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        floor = latency_floor(inst, ienv)
+        a = to_us(inst.arrival_s)
+        for _ in range(10):
+            tr = int_trace(inst, ienv, _random_schedule(inst, rng, preemption))
+            first = tr.start[(tr.tokens > 0).argmax(axis=1)]
+            assert (first - a).sum() >= wait_floor(a, ienv.min_step)
+            assert tr.objective("latency") >= floor
+        assert floor > 0 and wait_floor(a, ienv.min_step) > 0  # and they are not trivial
+
+
+def test_latency_with_arrivals_starts_from_the_floor(cost):
+    from infersim.optimizer.schedule.arrivals import latency_floor
+
+    inst = _random_instance(1, n=8)  # arrivals spread in time
+    env = envelope_for(cost, inst)
+    res = solve_schedule(inst, env, "latency", time_limit_s=2).result
+    floor = latency_floor(inst, IntEnvelope.of(env)) / 1e6
+    assert floor - 1e-9 <= res.bound <= res.incumbent + 1e-9
+    assert res.bound_source in ("arrival waits", "CP-SAT")
+
+
+def test_own_time_is_close_to_a_lone_request_s_latency(cost):
+    # alone, a request's latency is its own time (up to the pieces' and microseconds'
+    # rounding); the floor never exceeds it
+    from infersim.optimizer.schedule.arrivals import own_time_us
+
+    for prompt, output, budget in ((20, 4, 64), (50, 3, 16), (7, 1, 64)):
+        inst = instance([0], [prompt], [output], budget=budget, seqs=4, blocks=20, bs=4)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        latency = int_trace(inst, ienv, serial_schedule(inst)).objective("latency")
+        assert 0.99 * latency <= own_time_us(inst, ienv)[0] <= latency

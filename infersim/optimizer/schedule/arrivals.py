@@ -1,0 +1,101 @@
+"""A latency floor for requests arriving over time: each waits from its arrival to the start
+of its first step, then through its own steps (docs/optimizer.md, "Arrival waits").
+
+Steps start at least the shortest step apart, so the waits of all requests together are at
+least the least total wait over every set of start times so spaced; a dynamic program finds
+it exactly. Each request's own steps last at least what its own work adds to them."""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+
+import numpy as np
+
+from infersim.optimizer.schedule.instance import ScheduleInstance
+from infersim.optimizer.schedule.model import IntEnvelope, to_us
+
+
+def wait_floor(arrival_us: np.ndarray, spacing: int) -> int:
+    """The least sum over requests of (first start at or after its arrival - arrival) over
+    start times at least ``spacing`` apart (integer microseconds).
+
+    Some optimal set of starts lies on arrival + k x spacing, each start serving an
+    arrival: a start serving none can go, and the starts after a run's first one, each
+    ``spacing`` after the previous, can slide earlier with it, lowering the waits they
+    serve, until the first meets an arrival or the run meets the start before it. So the
+    candidates are a_i + k spacing while every window (a_i + (k - 1) spacing, a_i + k
+    spacing] holds an arrival. The program runs over them: a start at c after one at c'
+    costs the waits of the arrivals in (c', c], i.e. j c - sum a up to j minus (i c - sum a
+    up to i), so the best previous start is the lowest of lines in c, kept as a lower hull
+    (slopes fall as starts are added, queries rise)."""
+    a = sorted(int(v) for v in arrival_us)
+    if not a or a[0] == a[-1]:
+        return 0
+    last = a[-1]
+    starts = set()
+    for v in a:
+        k = 0
+        while k == 0 or bisect.bisect_right(a, v + k * spacing) > bisect.bisect_right(
+                a, v + (k - 1) * spacing):
+            starts.add(v + k * spacing)
+            k += 1
+    cand = sorted(starts)
+    before = [bisect.bisect_right(a, c) for c in cand]  # arrivals at or before each
+    prefix = [0, *itertools.accumulate(a)]
+    hull: collections.deque[tuple[int, int]] = collections.deque([(0, 0)])  # the first start
+
+    def at(line: tuple[int, int], x: int) -> int:
+        return line[0] * x + line[1]
+
+    def add(k: int, b: int) -> None:
+        while hull:
+            k2, b2 = hull[-1]
+            if k2 == k:
+                if b2 <= b:
+                    return
+                hull.pop()
+                continue
+            if len(hull) >= 2:
+                k1, b1 = hull[-2]
+                if (b - b1) * (k1 - k2) <= (b2 - b1) * (k1 - k):
+                    hull.pop()
+                    continue
+            break
+        hull.append((k, b))
+
+    best, answer, added = [], None, 0
+    for c, j in zip(cand, before, strict=True):
+        while cand[added] <= c - spacing:
+            i = before[added]
+            add(-i, best[added] + prefix[i])
+            added += 1
+        while len(hull) >= 2 and at(hull[1], c) <= at(hull[0], c):
+            hull.popleft()
+        best.append(j * c - prefix[j] + at(hull[0], c))
+        if c >= last:
+            answer = best[-1] if answer is None else min(answer, best[-1])
+    return int(answer)
+
+
+def own_time_us(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray:
+    """Per request, the least time its own steps take (microseconds, rounded down): every
+    piece's constant and sequence slope per step (its prompt in the fewest chunks, then one
+    step per further token), its tokens, the least KV it reads (the prompt in one chunk,
+    then one more token per step) and its samples."""
+    P, out, L = inst.prompt, inst.output, inst.length
+    steps = -(-P // inst.max_num_batched_tokens) + out - 1
+    reads = out * P + out * (out - 1) // 2
+    own = np.zeros(inst.n)
+    for A, B, G, D, E in ienv.coef.astype(float):
+        if A >= 0:
+            own = np.maximum(own, ((A + G) * steps + B * L + D * reads + E * out) / ienv.q)
+    return np.floor(own).astype(np.int64)
+
+
+def latency_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
+    """A lower bound on the model's latency objective (microseconds) for any schedule, with
+    or without preemption: the least total wait for first steps plus every request's own
+    time."""
+    return wait_floor(to_us(inst.arrival_s), ienv.min_step) + int(own_time_us(inst, ienv).sum())
