@@ -170,8 +170,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     preemption first gets the trajectory relaxation (``trajectory_share`` of the time): its
     column-generation bound, raised by branching on the unfinished counts, is a lower limit
     on the model's objective, and the schedules of its integer master are candidate
-    incumbents. With arrivals spread in time the latency starts from the arrival-wait floor
-    (``arrivals.latency_floor``). The makespan of a burst is solved
+    incumbents. With arrivals spread in time the latency bound is at least the arrival-wait
+    floor (``arrivals.latency_floor``). The makespan of a burst is solved
     as its busy time (the engine never needs to idle). ``gap_limit``: stop and call the
     incumbent optimal once (incumbent - bound) / incumbent is below it (default 0.01%,
     under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
@@ -297,12 +297,12 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         progress_log.append((time.perf_counter() - started, best, bound))
         if relative_gap(best, bound) <= gap_limit:
             deadline = time.perf_counter()  # proven: nothing left for CP-SAT
-    # 0'. latency with arrivals spread in time: the waits for first steps plus own times
+    # 0'. latency with arrivals spread in time: the waits for first steps plus own times (a
+    # bound only: as a limit in the model it would not help CP-SAT, far below the incumbent)
     if objective == "latency" and not burst:
         floor = min(latency_floor(inst, ienv), upper)
         if floor > bound:
-            lower = bound = floor
-            bound_source = "arrival waits"
+            bound, bound_source = floor, "arrival waits"
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
     # small instances: after a short LNS phase for the incumbent the bound is the hard part,
