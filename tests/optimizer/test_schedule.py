@@ -750,3 +750,68 @@ def test_own_time_is_close_to_a_lone_request_s_latency(cost):
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         latency = int_trace(inst, ienv, serial_schedule(inst)).objective("latency")
         assert 0.99 * latency <= own_time_us(inst, ienv)[0] <= latency
+
+
+# --- the makespan floor with arrivals: work after an arrival ------------------------------------
+@pytest.mark.parametrize("preemption", [False, True])
+def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemption):
+    # random engine-valid schedules (pauses, chunks, preemptions), greedy schedules that idle
+    # for arrivals and CP-SAT's proven optimum (the model without the floor) all stay above it
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.arrivals import makespan_floor, own_time_us
+    from infersim.optimizer.schedule.greedy import greedy_schedule
+    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+    from infersim.optimizer.schedule.solve import needed_steps
+
+    rng = np.random.default_rng(7)
+    binding = 0
+    for seed in range(3):
+        arrival = np.sort(np.random.default_rng(seed).uniform(0, 0.004, 4))
+        inst = instance(arrival, [4, 2, 6, 3], [3, 2, 1, 3], budget=4, seqs=4, blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        floor = makespan_floor(inst, ienv)
+        a = to_us(inst.arrival_s)
+        for _ in range(10):
+            tr = int_trace(inst, ienv, _random_schedule(inst, rng, preemption))
+            assert tr.objective("makespan") >= floor
+        for holds in ((), (0,), (1, 2), (0, 1, 2, 3)):
+            sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
+            assert int_trace(inst, ienv, sched).objective("makespan") >= floor
+        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("makespan"))
+        steps = int(needed_steps(inst, ienv, "makespan", upper, a))
+        sm = ScheduleModel(inst, ienv, "makespan", preemption, steps, tail=False, upper=upper)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.max_time_in_seconds = 30
+        assert solver.solve(sm.model) == cp_model.OPTIMAL
+        optimum = round(solver.objective_value)
+        assert floor <= optimum
+        binding += floor > int((a + own_time_us(inst, ienv)).max() - a.min())
+    assert binding  # it beats the lone-request bound somewhere: not trivial
+
+
+def test_makespan_with_arrivals_starts_from_the_floor_and_idles(cost):
+    from infersim.optimizer.schedule.arrivals import makespan_floor
+
+    inst = _random_instance(1, n=8)  # arrivals spread in time
+    env = envelope_for(cost, inst)
+    res = solve_schedule(inst, env, "makespan", time_limit_s=2).result
+    floor = makespan_floor(inst, IntEnvelope.of(env)) / 1e6
+    assert floor - 1e-9 <= res.bound <= res.incumbent + 1e-9
+
+
+def test_greedy_holds_wait_for_the_next_arrival(cost):
+    # a hold before step 0 makes the first step wait for the second arrival and take both
+    from infersim.optimizer.schedule.greedy import greedy_schedule, search_holds
+    from infersim.optimizer.schedule.model import to_us
+
+    inst = instance([0.0, 0.0005], [4, 4], [2, 2], budget=16, seqs=4, blocks=12, bs=4)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    a = to_us(inst.arrival_s)
+    plain = greedy_schedule(inst, "fcfs", ienv.duration, a)
+    held = greedy_schedule(inst, "fcfs", ienv.duration, a, holds={0})
+    assert plain[0].run == ((0, 4),) and held[0].run == ((0, 4), (1, 4))
+    value = lambda s: int_trace(inst, ienv, s).objective("makespan")  # noqa: E731
+    v, sched, _ = search_holds(inst, value, 5, 0, ienv.duration, a, max_evals=50)
+    assert v == value(sched) <= min(value(plain), value(held))

@@ -1,15 +1,22 @@
-"""A latency floor for requests arriving over time: each waits from its arrival to the start
-of its first step, then through its own steps (docs/optimizer.md, "Arrival waits").
+"""Floors for requests arriving over time (docs/optimizer.md, "Arrival waits" and "Work
+after an arrival").
 
-Steps start at least the shortest step apart, so the waits of all requests together are at
-least the least total wait over every set of start times so spaced; a dynamic program finds
-it exactly. Each request's own steps last at least what its own work adds to them."""
+Latency: each request waits from its arrival to the start of its first step, then through
+its own steps. Steps start at least the shortest step apart, so the waits of all requests
+together are at least the least total wait over every set of start times so spaced; a
+dynamic program finds it exactly. Each request's own steps last at least what its own work
+adds to them.
+
+Makespan: the steps that start at or after an arrival run one at a time until the last
+finish, and they hold all the work of the requests arriving then or later and the part of
+every earlier request's work that cannot be done before it."""
 
 from __future__ import annotations
 
 import bisect
 import collections
 import itertools
+import math
 
 import numpy as np
 
@@ -99,3 +106,36 @@ def latency_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
     or without preemption: the least total wait for first steps plus every request's own
     time."""
     return wait_floor(to_us(inst.arrival_s), ienv.min_step) + int(own_time_us(inst, ienv).sum())
+
+
+def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
+    """A lower bound on the model's makespan objective (last finish - first arrival,
+    microseconds) for any schedule, with or without preemption.
+
+    For each arrival time h, the steps starting at or after h (set W) end by the last
+    finish. A request arriving at or after h does all its work in W: at least its prompt's
+    chunks plus one step per further token, its P + O - 1 tokens and O samples. One
+    arriving earlier has at most b = ceil((h - a) / shortest step) steps before h, so at
+    least (its fewest steps - b) steps in W, each with a token and a KV read, and at least
+    O - b of its samples there, the last ones, sampling token i reading P + i KV tokens.
+    W has at least as many steps as any request needs there and as its tokens fill in the
+    budget; each piece's constant times the steps plus its slopes times W's tokens,
+    sequences, reads and samples bounds W's time from below."""
+    a = to_us(inst.arrival_s)
+    P, out, L = inst.prompt, inst.output, inst.length
+    bud = inst.max_num_batched_tokens
+    fewest = -(-P // bud) + out - 1
+    pieces = [row for row in ienv.coef.astype(float) if row[0] >= 0]
+    best = 0.0
+    for h in np.unique(a):
+        before = np.where(a < h, -(-(h - a) // ienv.min_step), 0)
+        steps = np.maximum(0, fewest - before)
+        samples = np.maximum(0, out - before)
+        # the last `samples` tokens read P + O - 1, P + O - 2, ...; other steps read >= 1
+        reads = samples * (P + out) - samples * (samples + 1) // 2 + (steps - samples)
+        tokens = np.where(a >= h, L, steps)
+        T, N, K, S = (float(v.sum()) for v in (tokens, steps, reads, samples))
+        W = max(int(steps.max()), -(-int(T) // bud))
+        for A, B, G, D, E in pieces:
+            best = max(best, h - a.min() + (A * W + B * T + G * N + D * K + E * S) / ienv.q)
+    return math.floor(best)

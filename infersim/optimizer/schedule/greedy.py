@@ -4,7 +4,7 @@ peak KV cache (so it never needs preemption), in several request orders."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -26,14 +26,15 @@ def _profile(c_after: int, g_after: int, out: int, bs: int) -> np.ndarray:
     return -(-(c_after + np.arange(left + 1)) // bs)
 
 
-def greedy_schedule(inst: ScheduleInstance, order: str | np.ndarray, duration, arrival
-                    ) -> list[FixedStep]:
+def greedy_schedule(inst: ScheduleInstance, order: str | np.ndarray, duration, arrival,
+                    holds: Collection[int] = ()) -> list[FixedStep]:
     """Step by step: running requests continue (prefill chunks within the budget, else one
     decode token); then arrived requests are admitted in ``order`` (first fit) while the
     sequence cap and the budget allow and the KV cache holds everyone's future growth if all
     decode every step (a prompt longer than the budget reserves its whole sequence), so it
     never needs preemption. ``duration`` (features -> time) and ``arrival`` (same unit)
-    drive the clock, so only arrived requests are admitted."""
+    drive the clock, so only arrived requests are admitted. Before the steps numbered in
+    ``holds`` the engine idles until the next arrival, so that the step can take it."""
     n, bud, bs = inst.n, inst.max_num_batched_tokens, inst.block_size
     P, out = inst.prompt.tolist(), inst.output.tolist()
     key = ORDERS[order](inst) if isinstance(order, str) else np.asarray(order)
@@ -45,6 +46,10 @@ def greedy_schedule(inst: ScheduleInstance, order: str | np.ndarray, duration, a
     clock = float(arrival.min())
     steps: list[FixedStep] = []
     while pending or running:
+        if len(steps) in holds:
+            later = [arrival[r] for r in pending if arrival[r] > clock]
+            if later:
+                clock = float(min(later))
         run, budget = [], bud
         for r in running:
             if budget <= 0:
@@ -233,3 +238,34 @@ def search_orders(inst: ScheduleInstance, value, seconds: float, seed: int = 0,
             if v < best[0]:
                 best = (v, r, sched, f"serial order search ({evals} orders)")
     return best[0], best[2], best[3]
+
+
+def search_holds(inst: ScheduleInstance, value, seconds: float, seed: int, duration, arrival,
+                 max_evals: int = 1000) -> tuple[float, list[FixedStep], str]:
+    """Local search over where the greedy schedule idles for the next arrival (``holds``)
+    and its request order (the named ones): a step that waits can take a request arriving
+    just after it would have started, which can shorten the makespan. Starts without holds
+    in each named order, then toggles one step's hold (sometimes with another order),
+    keeping a change when ``value(schedule)`` does not get worse; ``max_evals`` schedules
+    or ``seconds``, deterministic given the seed when the time does not run out. Returns
+    (value, schedule, name)."""
+    deadline = time.perf_counter() + seconds
+    orders = list(ORDERS)
+    start = [(value(s), i, s) for i, s in
+             enumerate(greedy_schedule(inst, o, duration, arrival) for o in orders)]
+    v0, i0, s0 = min(start, key=lambda t: t[:2])
+    best = (v0, s0, f"greedy {orders[i0]}")
+    cur_v, cur_o, cur_h = v0, i0, frozenset()
+    rng = np.random.default_rng([seed, 0x401D])
+    evals = 0
+    while evals < max_evals and time.perf_counter() < deadline:
+        evals += 1
+        holds = cur_h ^ {int(rng.integers(0, len(best[1]) + 1))}
+        o = int(rng.integers(len(orders))) if rng.random() < 0.2 else cur_o
+        sched = greedy_schedule(inst, orders[o], duration, arrival, holds)
+        v = value(sched)
+        if v <= cur_v:
+            cur_v, cur_o, cur_h = v, o, holds
+            if v < best[0]:
+                best = (v, sched, f"greedy with idling ({evals} tries)")
+    return best

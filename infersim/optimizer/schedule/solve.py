@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from infersim.errors import SolverError
-from infersim.optimizer.schedule.arrivals import latency_floor
+from infersim.optimizer.schedule.arrivals import latency_floor, makespan_floor
 from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
-from infersim.optimizer.schedule.greedy import greedy_schedules, search_orders
+from infersim.optimizer.schedule.greedy import greedy_schedules, search_holds, search_orders
 from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
 from infersim.optimizer.schedule.linearize import US, StepEnvelope
 from infersim.optimizer.schedule.model import (
@@ -214,6 +214,15 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             warm, warm_start_name = list(as_steps(sched)), name
             hint_trace = int_trace(inst, ienv, warm)
             upper = v
+        # with arrivals spread in time, idling for an arrival can pay (greedy schedules
+        # that wait before some steps, searched like the orders)
+        if not burst and objective != "cost":
+            v, sched, name = search_holds(inst, value, 0.05 * time_limit_s, seed, ienv.duration,
+                                          a_us, max_evals=order_evals)
+            if v < upper:
+                warm, warm_start_name = list(as_steps(sched)), name
+                hint_trace = int_trace(inst, ienv, warm)
+                upper = v
     first_upper = upper
     n_hint = hint_trace.num_steps
     # latency: a horizon a third beyond the warm start's steps (the relaxed tail keeps the
@@ -303,6 +312,12 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         floor = min(latency_floor(inst, ienv), upper)
         if floor > bound:
             bound, bound_source = floor, "arrival waits"
+    # 0''. makespan with arrivals spread in time: the work left after an arrival (a bound,
+    # and a lower limit in the model, so that CP-SAT's search starts from it)
+    if objective == "makespan" and not burst:
+        floor = min(makespan_floor(inst, ienv), upper)
+        if floor > bound:
+            bound, bound_source, lower = floor, "work after arrivals", floor
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
     # small instances: after a short LNS phase for the incumbent the bound is the hard part,
@@ -317,7 +332,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         sm.hint(hint_trace)
         solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
         if st in ("OPTIMAL", "FEASIBLE"):
-            lower = math.ceil(solver.best_objective_bound - 1e-6)
+            lower = max(lower or 0, math.ceil(solver.best_objective_bound - 1e-6))
             if min(lower, upper) > bound:
                 bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
     # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
