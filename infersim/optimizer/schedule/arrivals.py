@@ -113,29 +113,50 @@ def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
     microseconds) for any schedule, with or without preemption.
 
     For each arrival time h, the steps starting at or after h (set W) end by the last
-    finish. A request arriving at or after h does all its work in W: at least its prompt's
-    chunks plus one step per further token, its P + O - 1 tokens and O samples. One
-    arriving earlier has at most b = ceil((h - a) / shortest step) steps before h, so at
-    least (its fewest steps - b) steps in W, each with a token and a KV read, and at least
-    O - b of its samples there, the last ones, sampling token i reading P + i KV tokens.
-    W has at least as many steps as any request needs there and as its tokens fill in the
-    budget; each piece's constant times the steps plus its slopes times W's tokens,
-    sequences, reads and samples bounds W's time from below."""
+    finish. Each request has at most some number b of steps before W (below); the rest of
+    its work is in W: with b = 0 all of it (its prompt's chunks plus one step per further
+    token, its P + O - 1 tokens and O samples), else at least (its fewest steps - b) steps,
+    each with a token and a KV read, and its last O - b samples, sampling token i reading
+    P + i KV tokens. W has at least as many steps as any request needs there and as its
+    tokens fill in the budget; each piece's constant times the steps plus its slopes times
+    W's tokens, sequences, reads and samples bounds W's time from below. Steps last at
+    least the shortest step m. Either no step runs across h: a request's steps before W
+    lie within [a, h], so b = floor((h - a) / m) (0 if it arrives after h). Or the last
+    step before W starts at some t < h and ends after h, at least t + m: then W starts
+    after it, b = floor((t - a) / m) + 1 for requests arrived by t and 0 for the others;
+    the least over t (where b changes, and the earliest t the longest step allows) is the
+    bound of that case. The floor is the best over arrivals of the lesser case."""
     a = to_us(inst.arrival_s)
     P, out, L = inst.prompt, inst.output, inst.length
-    bud = inst.max_num_batched_tokens
+    bud, m = inst.max_num_batched_tokens, ienv.min_step
     fewest = -(-P // bud) + out - 1
     pieces = [row for row in ienv.coef.astype(float) if row[0] >= 0]
-    best = 0.0
-    for h in np.unique(a):
-        before = np.where(a < h, -(-(h - a) // ienv.min_step), 0)
+    seqs = min(inst.max_num_seqs, inst.n)
+    longest = ienv.duration(min(bud, int(L.sum())), seqs,
+                            min(inst.capacity_tokens, int(L.sum())), seqs)
+
+    def in_window(before: np.ndarray) -> float:
+        """The least time of W's steps when request r has at most before[r] steps
+        outside it."""
         steps = np.maximum(0, fewest - before)
         samples = np.maximum(0, out - before)
         # the last `samples` tokens read P + O - 1, P + O - 2, ...; other steps read >= 1
         reads = samples * (P + out) - samples * (samples + 1) // 2 + (steps - samples)
-        tokens = np.where(a >= h, L, steps)
+        tokens = np.where(before == 0, L, steps)
         T, N, K, S = (float(v.sum()) for v in (tokens, steps, reads, samples))
         W = max(int(steps.max()), -(-int(T) // bud))
-        for A, B, G, D, E in pieces:
-            best = max(best, h - a.min() + (A * W + B * T + G * N + D * K + E * S) / ienv.q)
+        return max((A * W + B * T + G * N + D * K + E * S) / ienv.q
+                   for A, B, G, D, E in pieces)
+
+    best = 0.0
+    for h in np.unique(a):
+        clear = h + in_window(np.where(a < h, (h - a) // m, 0))
+        # the step across h starts at t: where some request's b changes, or the earliest
+        lo = h - longest + 1
+        k0, k1 = np.maximum(0, -(-(lo - a) // m)), -(-(h - a) // m)  # lo <= a + k m < h
+        ts = {int(lo)} | {int(v + k * m) for v, i, j in zip(a, k0, k1, strict=True)
+                          for k in range(i, j)}
+        across = min(h + max(0, t + m - h) + in_window(np.where(a <= t, (t - a) // m + 1, 0))
+                     for t in ts)
+        best = max(best, min(clear, across) - int(a.min()))
     return math.floor(best)
