@@ -820,3 +820,30 @@ def test_greedy_holds_wait_for_the_next_arrival(cost):
     value = lambda s: int_trace(inst, ienv, s).objective("makespan")  # noqa: E731
     v, sched, _ = search_holds(inst, value, 5, 0, ienv.duration, a, max_evals=50)
     assert v == value(sched) <= min(value(plain), value(held))
+
+
+def test_groups_solved_alone_bound_the_latency_of_every_schedule(cost):
+    # the requests cut into groups in arrival order, each solved alone: the sum of their
+    # bounds stays below the proven optimum of all together and every schedule's latency,
+    # and above the arrival-wait floor (they see each other's steps)
+    from infersim.optimizer.schedule.arrivals import latency_floor
+    from infersim.optimizer.schedule.greedy import serial_schedule_order
+    from infersim.optimizer.schedule.model import to_us
+    from infersim.optimizer.schedule.solve import _groups_bound
+
+    inst = _random_instance(1, n=6)  # arrivals spread in time
+    env = envelope_for(cost, inst)
+    ienv = IntEnvelope.of(env)
+    full = solve_schedule(inst, env, "latency", time_limit_s=30, group_size=0).result
+    assert full.status == "OPTIMAL"
+    grouped, _ = _groups_bound(inst, env, False, 10, 3, 1, 0)
+    a = to_us(inst.arrival_s)
+    assert (grouped + a.sum()) / 1e6 - inst.arrival_s.sum() <= full.incumbent + 1e-9
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        order = rng.permutation(inst.n)
+        tr = int_trace(inst, ienv, serial_schedule_order(inst, order, ienv.duration, a))
+        assert tr.objective("latency") >= grouped
+    assert grouped > latency_floor(inst, ienv)
+    res = solve_schedule(inst, env, "latency", time_limit_s=4, group_size=3).result
+    assert res.bound >= (grouped + a.sum()) / 1e6 - inst.arrival_s.sum() - 1e-9
