@@ -729,15 +729,17 @@ def test_latency_floor_holds_for_every_schedule(cost, preemption):
         assert floor > 0 and wait_floor(a, ienv.min_step) > 0  # and they are not trivial
 
 
-def test_latency_with_arrivals_starts_from_the_floor(cost):
-    from infersim.optimizer.schedule.arrivals import latency_floor
+@pytest.mark.parametrize("objective", ["latency", "makespan"])
+def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
+    from infersim.optimizer.schedule.arrivals import latency_floor, makespan_floor
 
     inst = _random_instance(1, n=8)  # arrivals spread in time
     env = envelope_for(cost, inst)
-    res = solve_schedule(inst, env, "latency", time_limit_s=2).result
-    floor = latency_floor(inst, IntEnvelope.of(env)) / 1e6
-    assert floor - 1e-9 <= res.bound <= res.incumbent + 1e-9
-    assert res.bound_source in ("arrival waits", "CP-SAT")
+    res = solve_schedule(inst, env, objective, time_limit_s=2).result
+    floor = {"latency": latency_floor, "makespan": makespan_floor}[objective]
+    assert floor(inst, IntEnvelope.of(env)) / 1e6 - 1e-9 <= res.bound <= res.incumbent + 1e-9
+    assert res.bound_source in ("arrival waits", "groups solved alone", "work after arrivals",
+                                "CP-SAT")
 
 
 def test_own_time_is_close_to_a_lone_request_s_latency(cost):
@@ -794,16 +796,6 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
         tight += floor >= 0.999 * optimum
         binding += floor > int((a + own_time_us(inst, ienv)).max() - a.min())
     assert binding and tight >= 2  # not trivial: above the lone-request bound, often tight
-
-
-def test_makespan_with_arrivals_starts_from_the_floor_and_idles(cost):
-    from infersim.optimizer.schedule.arrivals import makespan_floor
-
-    inst = _random_instance(1, n=8)  # arrivals spread in time
-    env = envelope_for(cost, inst)
-    res = solve_schedule(inst, env, "makespan", time_limit_s=2).result
-    floor = makespan_floor(inst, IntEnvelope.of(env)) / 1e6
-    assert floor - 1e-9 <= res.bound <= res.incumbent + 1e-9
 
 
 def test_greedy_holds_wait_for_the_next_arrival(cost):
