@@ -738,8 +738,8 @@ def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
     res = solve_schedule(inst, env, objective, time_limit_s=2).result
     floor = {"latency": latency_floor, "makespan": makespan_floor}[objective]
     assert floor(inst, IntEnvelope.of(env)) / 1e6 - 1e-9 <= res.bound <= res.incumbent + 1e-9
-    assert res.bound_source in ("arrival waits", "groups solved alone", "work after arrivals",
-                                "CP-SAT")
+    assert res.bound_source in ("arrival waits", "no engine limits", "groups solved alone",
+                                "work after arrivals", "CP-SAT")
 
 
 def test_own_time_is_close_to_a_lone_request_s_latency(cost):
@@ -839,3 +839,77 @@ def test_groups_solved_alone_bound_the_latency_of_every_schedule(cost):
     assert grouped > latency_floor(inst, ienv)
     res = solve_schedule(inst, env, "latency", time_limit_s=4, group_size=3).result
     assert res.bound >= (grouped + a.sum()) / 1e6 - inst.arrival_s.sum() - 1e-9
+
+
+# --- latency with arrivals: the best schedule without the engine's limits -----------------------
+def _arrivals_instance(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 6))
+    arrival = np.sort(rng.uniform(0, [0.001, 0.003, 0.006][seed % 3], n))
+    roomy = seed % 2 == 0  # room for everyone at once, or a small budget and cache
+    return instance(arrival - arrival[0], rng.integers(2, 40, n), rng.integers(1, 5, n),
+                    budget=64 if roomy else 16, seqs=8 if roomy else 3,
+                    blocks=60 if roomy else 12, bs=4)
+
+
+@pytest.mark.parametrize("preemption", [False, True])
+def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemption):
+    # random engine-valid schedules, greedy schedules that idle for arrivals and CP-SAT's
+    # proven optimum all stay above the relaxation's optimum; with room for everyone it often
+    # is the optimum, and it can pass the arrival-wait floor
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.arrivals import latency_floor
+    from infersim.optimizer.schedule.greedy import greedy_schedule
+    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+    from infersim.optimizer.schedule.solve import needed_steps
+    from infersim.optimizer.schedule.uncapped import uncapped_latency
+
+    walk = np.random.default_rng(11)
+    for seed in range(3):  # short prompts: random walks over engine states stay small
+        arrival = np.sort(np.random.default_rng(seed).uniform(0, 0.004, 4))
+        inst = instance(arrival, [4, 2, 6, 3], [2, 3, 1, 2], budget=4, seqs=4, blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        bound, proven = uncapped_latency(inst, ienv, 10)
+        assert proven
+        for _ in range(10):
+            tr = int_trace(inst, ienv, _random_schedule(inst, walk, preemption))
+            assert tr.objective("latency") >= bound
+    tight = above = 0
+    for seed in (0, 2, 3, 6):
+        inst = _arrivals_instance(seed)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        bound, proven = uncapped_latency(inst, ienv, 10)
+        assert proven
+        a = to_us(inst.arrival_s)
+        for holds in ((), (0,), (0, 1, 2)):
+            sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
+            assert int_trace(inst, ienv, sched).objective("latency") >= bound
+        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("latency"))
+        steps = int(min(needed_steps(inst, ienv, "latency", upper, a), 30))
+        sm = ScheduleModel(inst, ienv, "latency", preemption, steps, tail=False, upper=upper)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 2
+        solver.parameters.max_time_in_seconds = 30
+        assert solver.solve(sm.model) == cp_model.OPTIMAL
+        optimum = round(solver.objective_value)
+        assert bound <= optimum
+        tight += bound == optimum
+        above += bound > latency_floor(inst, ienv)
+    assert tight >= 2 and above >= 2
+
+
+def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost):
+    # stopped at once it returns the least bound of its open states (below the optimum);
+    # where one more request lengthens a step by n-ths of the shortest step it gives nothing
+    from infersim.optimizer.schedule.uncapped import first_tokens, uncapped_latency
+
+    inst = _arrivals_instance(0)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    full, proven = uncapped_latency(inst, ienv, 10)
+    early, done = uncapped_latency(inst, ienv, 0)
+    assert proven and not done and 0 < early <= full
+    taus = first_tokens(inst, ienv)
+    assert (taus >= 1).all() and (taus <= inst.prompt).all()
+    costly = IntEnvelope(ienv.q, ienv.coef * np.array([1, 1, 1, 1, 10**4]))  # per sample
+    assert first_tokens(inst, costly) is None and uncapped_latency(inst, costly, 1) is None

@@ -26,6 +26,7 @@ from infersim.optimizer.schedule.model import (
 )
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
+from infersim.optimizer.schedule.uncapped import uncapped_latency
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
@@ -188,7 +189,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    max_request_steps: int = 100_000, log: bool = False,
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
-                   group_size: int = 6, groups_share: float = 0.3) -> ScheduleSolution:
+                   group_size: int = 6, groups_share: float = 0.3,
+                   uncapped_share: float = 0.1) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -206,14 +208,15 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     column-generation bound, raised by branching on the unfinished counts, is a lower limit
     on the model's objective, and the schedules of its integer master are candidate
     incumbents. With arrivals spread in time the latency bound is at least the arrival-wait
-    floor (``arrivals.latency_floor``) and at least the sum of the optima (bounds) of groups
-    of ``group_size`` requests in arrival order, each solved alone (``groups_share`` of
-    the time). The makespan of a burst is solved
-    as its busy time (the engine never needs to idle). ``gap_limit``: stop and call the
-    incumbent optimal once (incumbent - bound) / incumbent is below it (default 0.01%,
-    under the model's own rounding of step times to microseconds). Multi-worker CP-SAT is
-    not bit-deterministic when the time limit stops it: the same seed can give a different
-    incumbent and bound. docs/optimizer.md has the details."""
+    floor (``arrivals.latency_floor``), at least the optimum of the relaxation without the
+    engine's limits (``uncapped.uncapped_latency``, searched for ``uncapped_share`` of the
+    time) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
+    arrival order, each solved alone (``groups_share`` of the time). The makespan of a
+    burst is solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
+    and call the incumbent optimal once (incumbent - bound) / incumbent is below it
+    (default 0.01%, under the model's own rounding of step times to microseconds).
+    Multi-worker CP-SAT is not bit-deterministic when the time limit stops it: the same
+    seed can give a different incumbent and bound. docs/optimizer.md has the details."""
     if objective not in OBJECTIVES:
         raise SolverError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
     if time_limit_s <= 0 or num_workers < 1:
@@ -349,7 +352,16 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         floor = min(latency_floor(inst, ienv), upper)
         if floor > bound:
             bound, bound_source = floor, "arrival waits"
-    # 0'+. and the groups of requests solved alone: a schedule restricted to a group is one
+    # 0'+. the best schedule without the KV cache, budget and sequence cap (a lower limit in
+    # the model too: CP-SAT's search starts from it)
+    if objective == "latency" and not burst and uncapped_share > 0:
+        t0 = time.perf_counter()
+        found = uncapped_latency(inst, ienv, uncapped_share * time_limit_s)
+        solve_time += time.perf_counter() - t0
+        if found is not None and min(found[0], upper) > bound:
+            bound, bound_source = min(found[0], upper), "no engine limits"
+            lower = bound
+    # 0'++. and the groups of requests solved alone: a schedule restricted to a group is one
     # of the group's, no slower, so the groups' bounds add up to a bound
     if objective == "latency" and not burst and 0 < group_size < inst.n and groups_share > 0:
         grouped, spent = _groups_bound(inst, envelope, preemption, groups_share * time_limit_s,

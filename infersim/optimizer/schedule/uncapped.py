@@ -1,0 +1,165 @@
+"""A latency bound for requests arriving over time: the best schedule without the engine's
+limits (docs/optimizer.md, "Without the engine's limits").
+
+Drop the KV cache, the token budget and the sequence cap, and keep, of each request's work,
+what every schedule must do: O samples, each reading at least its prompt, the first one
+with at least tau of its prompt tokens (tau <= P, below), each step lasting the envelope of
+what it holds. Any schedule of the model is one of this relaxation, no slower. Where a step
+with one request more lasts at most about 1/n of the shortest step longer (n requests; tau
+is the most prompt tokens for which that holds), exchanges show that some optimum of the
+relaxation runs each request's prompt in one piece, in the first step starting at or after
+its arrival, and then one decode in every step until it finishes: only the engine's idle
+times are left to choose. A best-first search over them (a step starts when the engine is
+free or at an arrival before that step would end) finds the relaxation's optimum, or, when
+time runs out, the least bound of the open states."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+
+import numpy as np
+
+from infersim.optimizer.schedule.instance import ScheduleInstance
+from infersim.optimizer.schedule.model import IntEnvelope, to_us
+
+
+class _Steps:
+    """Integer step durations of the envelope (the model's rounding) for summed features."""
+
+    def __init__(self, ienv: IntEnvelope) -> None:
+        self.rows = [tuple(int(v) for v in row) for row in ienv.coef]
+        self.q = ienv.q
+
+    def duration(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
+        if tokens <= 0:
+            return 0
+        top = max(a + b * tokens + g * seqs + d * kv + e * sampled
+                  for a, b, g, d, e in self.rows)
+        return max(0, -(-top // self.q))
+
+    def increase(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
+        """The most a step can lengthen when these features are added to it."""
+        top = max(b * tokens + g * seqs + d * kv + e * sampled for _, b, g, d, e in self.rows)
+        return max(0, -(-top // self.q))
+
+
+def first_tokens(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray | None:
+    """Per request, tau: the most prompt tokens its first sample's step may be charged with so
+    that the exchanges hold (n x any step's lengthening < the shortest step); None when even
+    one token is too many (the relaxation's optimum is then not known to be canonical)."""
+    steps, n, m = _Steps(ienv), inst.n, ienv.min_step
+    if (ienv.coef[:, 1:] < 0).any() or m < 1:
+        return None
+    taus = np.zeros(inst.n, dtype=np.int64)
+    for j, p in enumerate(inst.prompt.tolist()):
+        # a chunk merged into the first piece turns a middle chunk into a decode
+        if n * steps.increase(0, 0, p - 1, 1) >= m:
+            return None
+        for t in range(p, 0, -1):
+            if (n * steps.increase(t, 1, p, 1) < m
+                    and n * steps.increase(t - 1, 0, p - 1, 1) < m):
+                taus[j] = t
+                break
+        else:
+            return None
+    return taus
+
+
+def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
+                     ) -> tuple[int, bool] | None:
+    """A lower bound on the model's latency objective (sum of finish - arrival, integer
+    microseconds) for any schedule, with or without preemption, and whether it is the
+    relaxation's proven optimum (else the search ran out of ``seconds``). None when the
+    relaxation's canonical form is not known to hold (see ``first_tokens``)."""
+    taus = first_tokens(inst, ienv)
+    if taus is None:
+        return None
+    steps = _Steps(ienv)
+    order = np.argsort(to_us(inst.arrival_s), kind="stable")
+    a = [int(v) for v in to_us(inst.arrival_s)[order]]
+    prompt = [int(v) for v in inst.prompt[order]]
+    out = [int(v) for v in inst.output[order]]
+    tau = [int(v) for v in taus[order]]
+    n = len(a)
+    # role contents (tokens, seqs, kv, samples): the first sample's step, then each decode
+    first = [(tau[j], 1, prompt[j], 1) for j in range(n)]
+    decode = [(1, 1, prompt[j], 1) for j in range(n)]
+    own = [steps.duration(*first[j]) + (out[j] - 1) * steps.duration(*decode[j])
+           for j in range(n)]
+    future_own = [*reversed([*itertools.accumulate(reversed(own))]), 0]  # j.. n-1
+
+    def content(members, rem) -> tuple[int, int, int, int]:
+        t = s = k = x = 0
+        for j in members:
+            c = first[j] if rem[j] == out[j] else decode[j]
+            t, s, k, x = t + c[0], s + c[1], k + c[2], x + c[3]
+        return t, s, k, x
+
+    def lower(at: int, joined: int, rem: tuple, cost: int) -> int:
+        """cost (accrued to ``at``) plus what the requests there still need: step k from
+        now holds every one of them with k or more samples left; later arrivals at least
+        their own steps."""
+        there = [j for j in range(joined) if rem[j] > 0]
+        waiting = [j for j in range(joined, n) if a[j] <= at]
+        left = {j: rem[j] for j in there} | {j: out[j] for j in waiting}
+        total, k = 0, 0
+        active = sorted(left, key=left.get)
+        while active:
+            k += 1
+            tk = sk = kk = xk = 0
+            for j in active:
+                c = first[j] if left[j] - k + 1 == out[j] else decode[j]
+                tk, sk, kk, xk = tk + c[0], sk + c[1], kk + c[2], xk + c[3]
+            total += steps.duration(tk, sk, kk, xk) * len(active)
+            active = [j for j in active if left[j] > k]
+        after = joined + len(waiting)
+        return cost + total + future_own[after]
+
+    def accrue(at: int, to: int, joined: int, rem: tuple) -> int:
+        """Waiting time the requests there add while the engine idles from ``at`` to
+        ``to``."""
+        busy = sum(1 for j in range(joined) if rem[j] > 0)
+        return busy * (to - at) + sum(to - max(a[j], at) for j in range(joined, n)
+                                      if a[j] <= to)
+
+    start_rem = tuple(out)
+    start_cost = 0
+    heap = [(lower(a[0], 0, start_rem, start_cost), 0, a[0], 0, start_rem, start_cost)]
+    seen: dict[tuple, list[tuple[int, int]]] = {}
+    count = itertools.count(1)
+    deadline = time.perf_counter() + seconds
+    while heap:
+        bound, _, at, joined, rem, cost = heapq.heappop(heap)
+        if joined == n and not any(rem):
+            return bound, True
+        if time.perf_counter() > deadline:
+            return bound, False
+        busy = any(rem[j] > 0 for j in range(joined)) or (joined < n and a[joined] <= at)
+        s0 = at if busy else a[joined]
+        if not busy:
+            cost += accrue(at, s0, joined, rem)
+            at = s0
+        members0 = [j for j in range(n) if (j < joined and rem[j] > 0)
+                    or (j >= joined and a[j] <= s0)]
+        d0 = steps.duration(*content(members0, rem))
+        starts = [s0] + [a[x] for x in range(joined, n) if s0 < a[x] < s0 + d0]
+        for s in dict.fromkeys(starts):
+            wait = accrue(at, s, joined, rem)
+            now = sum(1 for v in a if v <= s)
+            members = [j for j in range(now) if rem[j] > 0]
+            end = s + steps.duration(*content(members, rem))
+            nrem = list(rem)
+            for j in members:
+                nrem[j] -= 1
+            nrem = tuple(nrem)
+            ncost = cost + wait + accrue(s, end, now, rem)
+            key = (now, nrem)
+            kept = seen.setdefault(key, [])
+            if any(t <= end and c + accrue(t, end, now, nrem) <= ncost for t, c in kept):
+                continue
+            kept.append((end, ncost))
+            heapq.heappush(heap, (lower(end, now, nrem, ncost), next(count), end, now, nrem,
+                                  ncost))
+    raise AssertionError("the search ended without a complete schedule")
