@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -913,3 +914,31 @@ def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost)
     assert (taus >= 1).all() and (taus <= inst.prompt).all()
     costly = IntEnvelope(ienv.q, ienv.coef * np.array([1, 1, 1, 1, 10**4]))  # per sample
     assert first_tokens(inst, costly) is None and uncapped_latency(inst, costly, 1) is None
+
+
+def test_uncapped_schedule_runs_everyone_every_step_and_idles_where_it_pays(cost):
+    # the second request arrives just after the first: waiting for it lets both share every
+    # step, which beats starting at once; the solver takes the schedule as its warm start
+    from infersim.optimizer.schedule.model import to_us
+    from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
+
+    inst = instance([0.0, 0.0001], [4, 6], [4, 4], budget=64, seqs=4, blocks=20, bs=4)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    sched = uncapped_schedule(inst, ienv, 10)
+    assert [step.run for step in sched] == [((0, 4), (1, 6))] + [((0, 1), (1, 1))] * 3
+    eager = [FixedStep(((0, 4),)), FixedStep(((0, 1), (1, 6))), FixedStep(((0, 1), (1, 1))),
+             FixedStep(((0, 1), (1, 1))), FixedStep(((1, 1),))]
+    value = int_trace(inst, ienv, sched).objective("latency")
+    assert uncapped_latency(inst, ienv, 10)[0] <= value < int_trace(
+        inst, ienv, eager).objective("latency")
+    res = solve_schedule(inst, envelope_for(cost, inst), "latency", time_limit_s=2).result
+    assert res.incumbent <= (value + to_us(inst.arrival_s).sum()) / 1e6 + 1e-9
+    # several requests (a budget for all their prompts): canonical, valid, above the bound
+    inst = dataclasses.replace(_arrivals_instance(0), max_num_batched_tokens=256)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    tr = int_trace(inst, ienv, uncapped_schedule(inst, ienv, 10))
+    ran = tr.tokens > 0
+    first, last = ran.argmax(axis=1), ran.shape[1] - 1 - ran[:, ::-1].argmax(axis=1)
+    assert all(ran[r, first[r]:last[r] + 1].all() for r in range(inst.n))
+    assert (ran.sum(axis=1) == inst.output).all()
+    assert tr.objective("latency") >= uncapped_latency(inst, ienv, 10)[0]

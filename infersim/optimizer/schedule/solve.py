@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -26,7 +27,7 @@ from infersim.optimizer.schedule.model import (
 )
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
-from infersim.optimizer.schedule.uncapped import uncapped_latency
+from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
@@ -263,6 +264,16 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 warm, warm_start_name = list(as_steps(sched)), name
                 hint_trace = int_trace(inst, ienv, warm)
                 upper = v
+    # latency with arrivals: every request in every step from its arrival to its end, idling
+    # where that pays without the engine's limits, if it keeps within them
+    if objective == "latency" and not burst and uncapped_share > 0:
+        sched = uncapped_schedule(inst, ienv, uncapped_share / 2 * time_limit_s)
+        if sched is not None:
+            with contextlib.suppress(SolverError):  # it breaks the budget or the cache
+                tr = int_trace(inst, ienv, sched)
+                if (v := _model_value(tr, objective, inst)) < upper:
+                    warm, warm_start_name, hint_trace, upper = (
+                        sched, "every request every step, idling searched", tr, v)
     first_upper = upper
     n_hint = hint_trace.num_steps
     # latency: a horizon a third beyond the warm start's steps (the relaxed tail keeps the
@@ -356,7 +367,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # the model too: CP-SAT's search starts from it)
     if objective == "latency" and not burst and uncapped_share > 0:
         t0 = time.perf_counter()
-        found = uncapped_latency(inst, ienv, uncapped_share * time_limit_s)
+        found = uncapped_latency(inst, ienv, uncapped_share / 2 * time_limit_s)
         solve_time += time.perf_counter() - t0
         if found is not None and min(found[0], upper) > bound:
             bound, bound_source = min(found[0], upper), "no engine limits"

@@ -11,18 +11,24 @@ relaxation runs each request's prompt in one piece, in the first step starting a
 its arrival, and then one decode in every step until it finishes: only the engine's idle
 times are left to choose. A best-first search over them (a step starts when the engine is
 free or at an arrival before that step would end) finds the relaxation's optimum, or, when
-time runs out, the least bound of the open states."""
+time runs out, the least bound of the open states.
+
+The same search with whole prompts (tau = P) gives a schedule, not a bound: every request in
+every step from its arrival to its end, the engine idling where that pays; where it fits
+the engine's limits it is a warm start."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 
 import numpy as np
 
 from infersim.optimizer.schedule.instance import ScheduleInstance
 from infersim.optimizer.schedule.model import IntEnvelope, to_us
+from infersim.simulator.schedulers.fixed import FixedStep
 
 
 class _Steps:
@@ -76,12 +82,45 @@ def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
     taus = first_tokens(inst, ienv)
     if taus is None:
         return None
+    value, proven, _ = _best_idling(inst, ienv, taus, seconds)
+    return value, proven
+
+
+def uncapped_schedule(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
+                      ) -> list[FixedStep] | None:
+    """Every request's whole prompt in the first step after its arrival, then a decode in
+    every step until it ends, with the idle times best for that without the engine's limits
+    (its decodes' KV reads counted as the prompt's), never waiting for more tokens than the
+    budget; None when the search runs out of ``seconds``. It may still break the engine's
+    limits (the caller checks)."""
+    _, proven, steps = _best_idling(inst, ienv, inst.prompt, seconds,
+                                    inst.max_num_batched_tokens)
+    if not proven:
+        return None
+    done: set[int] = set()
+    schedule = []
+    for members in steps:
+        schedule.append(FixedStep(tuple((r, 1 if r in done else int(inst.prompt[r]))
+                                        for r in members)))
+        done.update(members)
+    return schedule
+
+
+def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
+                 seconds: float, budget: float = math.inf
+                 ) -> tuple[int, bool, list[tuple[int, ...]]]:
+    """Best-first search over the idle times of the schedules in which every request runs in
+    every step from the first one starting at or after its arrival (``firsts`` prompt tokens
+    in it) to its end, never waiting for more tokens than ``budget``. Returns (the least
+    latency, or the least bound of the open states when ``seconds`` run out; whether it is
+    the least; the best schedule's steps as the request ids they hold, empty unless
+    proven)."""
     steps = _Steps(ienv)
     order = np.argsort(to_us(inst.arrival_s), kind="stable")
     a = [int(v) for v in to_us(inst.arrival_s)[order]]
     prompt = [int(v) for v in inst.prompt[order]]
     out = [int(v) for v in inst.output[order]]
-    tau = [int(v) for v in taus[order]]
+    tau = [int(v) for v in np.asarray(firsts)[order]]
     n = len(a)
     # role contents (tokens, seqs, kv, samples): the first sample's step, then each decode
     first = [(tau[j], 1, prompt[j], 1) for j in range(n)]
@@ -127,15 +166,19 @@ def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
     start_rem = tuple(out)
     start_cost = 0
     heap = [(lower(a[0], 0, start_rem, start_cost), 0, a[0], 0, start_rem, start_cost)]
+    came: list[tuple[int, tuple[int, ...]]] = [(-1, ())]  # per state: (previous, its step)
     seen: dict[tuple, list[tuple[int, int]]] = {}
-    count = itertools.count(1)
     deadline = time.perf_counter() + seconds
     while heap:
-        bound, _, at, joined, rem, cost = heapq.heappop(heap)
+        bound, state, at, joined, rem, cost = heapq.heappop(heap)
         if joined == n and not any(rem):
-            return bound, True
+            path = []
+            while state > 0:
+                state, members = came[state]
+                path.append(tuple(int(order[j]) for j in members))
+            return bound, True, path[::-1]
         if time.perf_counter() > deadline:
-            return bound, False
+            return bound, False, []
         busy = any(rem[j] > 0 for j in range(joined)) or (joined < n and a[joined] <= at)
         s0 = at if busy else a[joined]
         if not busy:
@@ -149,7 +192,10 @@ def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
             wait = accrue(at, s, joined, rem)
             now = sum(1 for v in a if v <= s)
             members = [j for j in range(now) if rem[j] > 0]
-            end = s + steps.duration(*content(members, rem))
+            held = content(members, rem)
+            if s > s0 and held[0] > budget:
+                continue  # waiting for more prompts than the budget takes
+            end = s + steps.duration(*held)
             nrem = list(rem)
             for j in members:
                 nrem[j] -= 1
@@ -160,6 +206,7 @@ def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
             if any(t <= end and c + accrue(t, end, now, nrem) <= ncost for t, c in kept):
                 continue
             kept.append((end, ncost))
-            heapq.heappush(heap, (lower(end, now, nrem, ncost), next(count), end, now, nrem,
+            came.append((state, tuple(members)))
+            heapq.heappush(heap, (lower(end, now, nrem, ncost), len(came) - 1, end, now, nrem,
                                   ncost))
     raise AssertionError("the search ended without a complete schedule")
