@@ -755,6 +755,25 @@ def test_own_time_is_close_to_a_lone_request_s_latency(cost):
         assert 0.99 * latency <= own_time_us(inst, ienv)[0] <= latency
 
 
+def _proven_optimum(inst, ienv, objective, preemption, max_steps=None) -> int:
+    """CP-SAT's proven optimum of the model alone (no floors, no tail; the serial schedule
+    caps it; at most ``max_steps`` steps where given)."""
+    from ortools.sat.python import cp_model
+
+    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+    from infersim.optimizer.schedule.solve import needed_steps
+
+    upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective(objective))
+    steps = needed_steps(inst, ienv, objective, upper, to_us(inst.arrival_s))
+    steps = int(min(steps, max_steps or steps))
+    sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail=False, upper=upper)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 2
+    solver.parameters.max_time_in_seconds = 30
+    assert solver.solve(sm.model) == cp_model.OPTIMAL
+    return round(solver.objective_value)
+
+
 # --- the makespan floor with arrivals: work after an arrival ------------------------------------
 @pytest.mark.parametrize("preemption", [False, True])
 def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemption):
@@ -762,12 +781,9 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
     # for arrivals and CP-SAT's proven optimum (the model without the floor) all stay above
     # it; on these instances, floors that ignored a step running across the arrival (all of a
     # request's steps before it fitting before it) would exceed the optimum of seeds 2 to 5
-    from ortools.sat.python import cp_model
-
     from infersim.optimizer.schedule.arrivals import makespan_floor, own_time_us
     from infersim.optimizer.schedule.greedy import greedy_schedule
-    from infersim.optimizer.schedule.model import ScheduleModel, to_us
-    from infersim.optimizer.schedule.solve import needed_steps
+    from infersim.optimizer.schedule.model import to_us
 
     walk = np.random.default_rng(7)
     binding = tight = 0
@@ -785,14 +801,7 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
         for holds in ((), (0,), (1, 2), (0, 1, 2, 3)):
             sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
             assert int_trace(inst, ienv, sched).objective("makespan") >= floor
-        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("makespan"))
-        steps = int(needed_steps(inst, ienv, "makespan", upper, a))
-        sm = ScheduleModel(inst, ienv, "makespan", preemption, steps, tail=False, upper=upper)
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 1
-        solver.parameters.max_time_in_seconds = 30
-        assert solver.solve(sm.model) == cp_model.OPTIMAL
-        optimum = round(solver.objective_value)
+        optimum = _proven_optimum(inst, ienv, "makespan", preemption)
         assert floor <= optimum
         tight += floor >= 0.999 * optimum
         binding += floor > int((a + own_time_us(inst, ienv)).max() - a.min())
@@ -858,12 +867,9 @@ def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemptio
     # random engine-valid schedules, greedy schedules that idle for arrivals and CP-SAT's
     # proven optimum all stay above the relaxation's optimum; with room for everyone it often
     # is the optimum, and it can pass the arrival-wait floor
-    from ortools.sat.python import cp_model
-
     from infersim.optimizer.schedule.arrivals import latency_floor
     from infersim.optimizer.schedule.greedy import greedy_schedule
-    from infersim.optimizer.schedule.model import ScheduleModel, to_us
-    from infersim.optimizer.schedule.solve import needed_steps
+    from infersim.optimizer.schedule.model import to_us
     from infersim.optimizer.schedule.uncapped import uncapped_latency
 
     walk = np.random.default_rng(11)
@@ -886,14 +892,7 @@ def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemptio
         for holds in ((), (0,), (0, 1, 2)):
             sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
             assert int_trace(inst, ienv, sched).objective("latency") >= bound
-        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("latency"))
-        steps = int(min(needed_steps(inst, ienv, "latency", upper, a), 30))
-        sm = ScheduleModel(inst, ienv, "latency", preemption, steps, tail=False, upper=upper)
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 2
-        solver.parameters.max_time_in_seconds = 30
-        assert solver.solve(sm.model) == cp_model.OPTIMAL
-        optimum = round(solver.objective_value)
+        optimum = _proven_optimum(inst, ienv, "latency", preemption, max_steps=30)
         assert bound <= optimum
         tight += bound == optimum
         above += bound > latency_floor(inst, ienv)

@@ -32,7 +32,8 @@ from infersim.simulator.schedulers.fixed import FixedStep
 
 
 class _Steps:
-    """Integer step durations of the envelope (the model's rounding) for summed features."""
+    """Integer step durations of the envelope for summed features: ``IntEnvelope.duration``
+    in plain integers, for the search's inner loop."""
 
     def __init__(self, ienv: IntEnvelope) -> None:
         self.rows = [tuple(int(v) for v in row) for row in ienv.coef]
