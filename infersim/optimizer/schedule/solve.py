@@ -210,8 +210,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     on the model's objective, and the schedules of its integer master are candidate
     incumbents. With arrivals spread in time the latency bound is at least the arrival-wait
     floor (``arrivals.latency_floor``), at least the optimum of the relaxation without the
-    engine's limits (``uncapped.uncapped_latency``, searched for ``uncapped_share`` of the
-    time) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
+    engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
+    the other half to the same search with whole prompts, ``uncapped_schedule``, a warm
+    start) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
     arrival order, each solved alone (``groups_share`` of the time). The makespan of a
     burst is solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
     and call the incumbent optimal once (incumbent - bound) / incumbent is below it
