@@ -740,7 +740,8 @@ def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
     floor = {"latency": latency_floor, "makespan": makespan_floor}[objective]
     assert floor(inst, IntEnvelope.of(env)) / 1e6 - 1e-9 <= res.bound <= res.incumbent + 1e-9
     assert res.bound_source in ("arrival waits", "no engine limits", "groups solved alone",
-                                "work after arrivals", "CP-SAT")
+                                "work after arrivals", "work before and after arrivals",
+                                "CP-SAT")
 
 
 def test_own_time_is_close_to_a_lone_request_s_latency(cost):
@@ -806,6 +807,52 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
         tight += floor >= 0.999 * optimum
         binding += floor > int((a + own_time_us(inst, ienv)).max() - a.min())
     assert binding and tight >= 2  # not trivial: above the lone-request bound, often tight
+
+
+def test_windows_bound_holds_for_every_schedule_and_passes_the_floor(cost):
+    # without preemption: random engine-valid schedules (pauses, chunks), greedy schedules
+    # that idle for arrivals and CP-SAT's proven optimum all stay above the relaxation of the
+    # work before and after arrivals; it never falls below the floor that lets each
+    # request's steps before an arrival fill the time alone, passes it where the steps
+    # before an arrival hold others' prompts, and mostly meets the optimum
+    from infersim.optimizer.schedule.arrivals import makespan_floor
+    from infersim.optimizer.schedule.greedy import greedy_schedule
+    from infersim.optimizer.schedule.model import to_us
+    from infersim.optimizer.schedule.windows import makespan_windows
+
+    def bound_of(inst, ienv):
+        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("makespan"))
+        return makespan_windows(inst, ienv, 10, upper)
+
+    walk = np.random.default_rng(7)
+    for seed in range(3):  # short prompts: random walks over engine states stay small
+        rng = np.random.default_rng(seed)
+        arrival = np.sort(rng.uniform(0, 0.004, 4))
+        inst = instance(arrival - arrival[0], rng.integers(2, 8, 4), rng.integers(1, 4, 4),
+                        budget=8, seqs=4, blocks=10, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        bound = bound_of(inst, ienv)
+        for _ in range(5):
+            tr = int_trace(inst, ienv, _random_schedule(inst, walk, False))
+            assert tr.objective("makespan") >= bound
+    above = tight = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        arrival = np.sort(rng.uniform(0, 0.006, 5))
+        inst = instance(arrival - arrival[0], rng.integers(8, 60, 5), rng.integers(1, 5, 5),
+                        budget=64, seqs=8, blocks=60, bs=4)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        a = to_us(inst.arrival_s)
+        bound = bound_of(inst, ienv)
+        for holds in ((), (0,), (1, 2), (0, 1, 2, 3)):
+            sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
+            assert int_trace(inst, ienv, sched).objective("makespan") >= bound
+        optimum = _proven_optimum(inst, ienv, "makespan", False)
+        floor = makespan_floor(inst, ienv)
+        assert floor <= bound <= optimum
+        above += bound > floor + 10  # microseconds: more than the two roundings
+        tight += bound >= 0.999 * optimum
+    assert above >= 3 and tight >= 3
 
 
 def test_greedy_holds_wait_for_the_next_arrival(cost):

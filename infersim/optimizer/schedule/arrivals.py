@@ -108,9 +108,10 @@ def latency_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
     return wait_floor(to_us(inst.arrival_s), ienv.min_step) + int(own_time_us(inst, ienv).sum())
 
 
-def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
-    """A lower bound on the model's makespan objective (last finish - first arrival,
-    microseconds) for any schedule, with or without preemption.
+def makespan_floors(inst: ScheduleInstance, ienv: IntEnvelope) -> dict[int, float]:
+    """Per arrival time (microseconds), a lower bound on the model's makespan objective
+    (last finish - first arrival, microseconds) for any schedule, with or without
+    preemption.
 
     For each arrival time h, the steps starting at or after h (set W) end by the last
     finish. Each request has at most some number b of steps before W (below); the rest of
@@ -125,7 +126,8 @@ def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
     step before W starts at some t < h and ends after h, at least t + m: then W starts
     after it, b = floor((t - a) / m) + 1 for requests arrived by t and 0 for the others;
     the least over t (where b changes, and the earliest t the longest step allows) is the
-    bound of that case. The floor is the best over arrivals of the lesser case."""
+    bound of that case. Per arrival h, the lesser case; the floor is the best of them
+    (``makespan_floor``)."""
     a = to_us(inst.arrival_s)
     P, out, L = inst.prompt, inst.output, inst.length
     bud, m = inst.max_num_batched_tokens, ienv.min_step
@@ -148,7 +150,7 @@ def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
         return max((A * W + B * T + G * N + D * K + E * S) / ienv.q
                    for A, B, G, D, E in pieces)
 
-    best = 0.0
+    floors = {}
     for h in np.unique(a):
         clear = h + in_window(np.where(a < h, (h - a) // m, 0))
         # the step across h starts at t: where some request's b changes, or the earliest
@@ -158,5 +160,12 @@ def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
                           for k in range(i, j)}
         across = min(h + max(0, t + m - h) + in_window(np.where(a <= t, (t - a) // m + 1, 0))
                      for t in ts)
-        best = max(best, min(clear, across) - int(a.min()))
-    return math.floor(best)
+        floors[int(h)] = min(clear, across) - int(a.min())
+    return floors
+
+
+def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
+    """A lower bound on the model's makespan objective (last finish - first arrival,
+    microseconds) for any schedule, with or without preemption: the best over arrivals of
+    ``makespan_floors``."""
+    return math.floor(max(0.0, *makespan_floors(inst, ienv).values()))

@@ -28,6 +28,7 @@ from infersim.optimizer.schedule.model import (
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
 from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
+from infersim.optimizer.schedule.windows import makespan_windows
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
@@ -191,7 +192,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
-                   uncapped_share: float = 0.1) -> ScheduleSolution:
+                   uncapped_share: float = 0.1, windows_share: float = 0.05) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -213,8 +214,12 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
     the other half to the same search with whole prompts, ``uncapped_schedule``, a warm
     start) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
-    arrival order, each solved alone (``groups_share`` of the time). The makespan of a
-    burst is solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
+    arrival order, each solved alone (``groups_share`` of the time). The makespan with
+    arrivals spread in time is at least the work left after an arrival
+    (``arrivals.makespan_floor``) and, without preemption, at least the relaxation that
+    also fits the work before it (``windows.makespan_windows``, ``windows_share`` of the
+    time; LNS then searches for schedules for the rest of it). The makespan of a burst is
+    solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
     and call the incumbent optimal once (incumbent - bound) / incumbent is below it
     (default 0.01%, under the model's own rounding of step times to microseconds).
     Multi-worker CP-SAT is not bit-deterministic when the time limit stops it: the same
@@ -388,6 +393,16 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         floor = min(makespan_floor(inst, ienv), upper)
         if floor > bound:
             bound, bound_source, lower = floor, "work after arrivals", floor
+        # without preemption, the steps before an arrival must also hold the work done there
+        if not preemption and windows_share > 0:
+            t0 = time.perf_counter()
+            windows = makespan_windows(inst, ienv, windows_share * time_limit_s, upper,
+                                       num_workers, seed)
+            solve_time += time.perf_counter() - t0
+            if windows > bound:
+                bound, bound_source, lower = windows, "work before and after arrivals", windows
+            if relative_gap(best, bound) <= gap_limit:
+                deadline = time.perf_counter()  # the warm start is proven optimal
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
     # small instances: after a short LNS phase for the incumbent the bound is the hard part,
@@ -425,8 +440,11 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             if found.best_steps is None:
                 break
             k = min(k, n_hint) - 1
-    # 3. large neighbourhood search alone for a better incumbent, then the full model
-    lns_time = min(lns_share * time_limit_s, deadline - time.perf_counter())
+    # 3. large neighbourhood search alone for a better incumbent, then the full model (all
+    # of the time left when the relaxation of the work before and after arrivals gave the
+    # bound: CP-SAT's own bound search does not come near it)
+    share = 1.0 if bound_source == "work before and after arrivals" else lns_share
+    lns_time = min(share * time_limit_s, deadline - time.perf_counter())
     if (big or (bound_search and objective != "latency")) and lns_time > 0.05:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
