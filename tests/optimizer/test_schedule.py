@@ -855,6 +855,26 @@ def test_windows_bound_holds_for_every_schedule_and_passes_the_floor(cost):
     assert above >= 3 and tight >= 3
 
 
+def test_busy_floor_holds_for_every_schedule_with_as_many_steps(cost):
+    # random engine-valid schedules (pauses, chunks, preemptions) of k non-empty steps are
+    # busy at least busy_floor(k); on bursts where the step count is what costs, the solver
+    # proves k - 1 steps too few and the floor of k closes the gap
+    from infersim.optimizer.schedule.model import busy_floor
+
+    walk = np.random.default_rng(3)
+    for trial in range(6):
+        rng = np.random.default_rng(trial)
+        inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(1, 4, 3), budget=6,
+                        seqs=3, blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        for _ in range(5):
+            tr = int_trace(inst, ienv, _random_schedule(inst, walk, bool(trial % 2)))
+            assert tr.duration.sum() >= busy_floor(inst, ienv, tr.num_steps)
+    inst = _random_instance(2, n=8)
+    res = solve_schedule(inst, envelope_for(cost, inst), "cost", time_limit_s=20).result
+    assert res.status == "OPTIMAL" and res.bound_source == "fewest steps"
+
+
 def test_greedy_holds_wait_for_the_next_arrival(cost):
     # a hold before step 0 makes the first step wait for the second arrival and take both
     from infersim.optimizer.schedule.greedy import greedy_schedule, search_holds
@@ -883,7 +903,7 @@ def test_groups_solved_alone_bound_the_latency_of_every_schedule(cost):
     inst = _random_instance(1, n=6)  # arrivals spread in time
     env = envelope_for(cost, inst)
     ienv = IntEnvelope.of(env)
-    full = solve_schedule(inst, env, "latency", time_limit_s=30, group_size=0).result
+    full = solve_schedule(inst, env, "latency", time_limit_s=90, group_size=0).result
     assert full.status == "OPTIMAL"
     grouped, _ = _groups_bound(inst, env, False, 10, 3, 1, 0)
     a = to_us(inst.arrival_s)

@@ -108,6 +108,21 @@ def sampling_step_bounds(inst: ScheduleInstance, kv_granularity: str = "block"
     return out
 
 
+def busy_floor(inst: ScheduleInstance, ienv: IntEnvelope, steps: int) -> int:
+    """The least busy time (microseconds) of any schedule with at least ``steps`` non-empty
+    steps, with or without preemption: each piece with no negative coefficient, summed over
+    the steps, with at least every request's P + O - 1 tokens, its fewest steps as
+    sequences, the KV reads of its O samples (sample j reads P + j - 1) and its samples;
+    rounded up, as each step is."""
+    P, out, L = inst.prompt, inst.output, inst.length
+    tokens, samples = int(L.sum()), int(out.sum())
+    seqs = int((-(-P // inst.max_num_batched_tokens) + out - 1).sum())
+    reads = int((out * P + out * (out - 1) // 2).sum())
+    best = max((A * steps + B * tokens + G * seqs + D * reads + E * samples
+                for A, B, G, D, E in ienv.coef.tolist() if min(A, B, G, D, E) >= 0), default=0)
+    return -(-best // ienv.q)
+
+
 def to_us(seconds: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(seconds) * US).astype(np.int64)
 

@@ -21,6 +21,7 @@ from infersim.optimizer.schedule.linearize import US, StepEnvelope
 from infersim.optimizer.schedule.model import (
     IntEnvelope,
     ScheduleModel,
+    busy_floor,
     int_trace,
     sampling_step_bounds,
     to_us,
@@ -189,7 +190,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    num_workers: int = 2, seed: int = 0, max_horizon: int | None = None,
                    kv_granularity: str = "block", gap_limit: float = 1e-4,
                    max_request_steps: int = 100_000, log: bool = False,
-                   order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.15,
+                   order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.3,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
                    uncapped_share: float = 0.1, windows_share: float = 0.05) -> ScheduleSolution:
@@ -422,24 +423,33 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
     # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
     # fewest steps; look for one with k < incumbent steps, k down from there while each is
-    # found quickly, to a lower bound on the steps (the longest request's chain, the
-    # sampling-step bound): finding a schedule is fast, proving there is none is not
+    # found, to a lower bound on the steps (the longest request's chain, the sampling-step
+    # bound). For cost, any schedule of k steps (with the incumbent's cost as a cap the
+    # first one can take long to find; without it, seconds) starts the LNS below, and a
+    # proof that k steps are too few is a bound: the least busy time of k + 1 steps
     if objective in ("cost", "makespan") and steps_share > 0:
         k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
                     sampling_step_bounds(inst, kv_granularity)[-1][1])
-        phase_end = time.perf_counter() + steps_share * time_limit_s
+        share = steps_share if objective == "cost" else steps_share / 2
+        phase_end = min(time.perf_counter() + share * time_limit_s, deadline)
         k = n_hint - 1
         while k >= k_min:
             left = phase_end - time.perf_counter()
             if left <= 0.05:
                 break
-            sm = ScheduleModel(inst, ienv, objective, preemption, k, False, upper,
-                               kv_granularity)
-            found = run(sm, left / 2, first=True)[1]
+            cap = None if objective == "cost" else upper
+            sm = ScheduleModel(inst, ienv, objective, preemption, k, False, cap, kv_granularity)
+            _, found, found_status = run(sm, left / 2, first=True)
             adopt(found)
             if found.best_steps is None:
+                k_min = k + 1 if found_status == "INFEASIBLE" and cap is None else k_min
                 break
             k = min(k, n_hint) - 1
+        floor = min(busy_floor(inst, ienv, k_min), upper) if objective == "cost" else -math.inf
+        if floor > bound:
+            bound, bound_source, lower = floor, "fewest steps", floor
+            if relative_gap(best, bound) <= gap_limit:
+                deadline = time.perf_counter()  # the incumbent is proven optimal
     # 3. large neighbourhood search alone for a better incumbent, then the full model (all
     # of the time left when the relaxation of the work before and after arrivals gave the
     # bound: CP-SAT's own bound search does not come near it)
