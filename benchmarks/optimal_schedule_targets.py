@@ -24,8 +24,8 @@ POISSON = ["workload.arrival.process=poisson", "workload.arrival.rate=300"]
 RUNS = [
     *[(30, objective, seed, 60, [], "optimal < 60 s")
       for objective in ("cost", "makespan", "latency") for seed in (0, 1)],
-    *[(30, objective, 0, 60, POISSON, "optimal < 60 s")
-      for objective in ("cost", "makespan", "latency")],
+    *[(30, objective, seed, 60, POISSON, "optimal < 60 s")
+      for objective in ("cost", "makespan", "latency") for seed in (0, 1)],
     (100, "cost", 0, 300, ["scheduler.num_gpu_blocks=200",
                            "scheduler.max_num_batched_tokens=512"], "gap < 10% < 300 s"),
     (100, "cost", 0, 300, ["scheduler.num_gpu_blocks=800",

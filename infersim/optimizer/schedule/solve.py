@@ -439,7 +439,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 break
             cap = None if objective == "cost" else upper
             sm = ScheduleModel(inst, ienv, objective, preemption, k, False, cap, kv_granularity)
-            _, found, found_status = run(sm, left / 2, first=True)
+            _, found, found_status = run(sm, left if cap is None else left / 2, first=True)
             adopt(found)
             if found.best_steps is None:
                 k_min = k + 1 if found_status == "INFEASIBLE" and cap is None else k_min
