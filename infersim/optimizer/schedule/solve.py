@@ -193,7 +193,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.3,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
-                   uncapped_share: float = 0.1, windows_share: float = 0.05) -> ScheduleSolution:
+                   uncapped_share: float = 0.1, windows_share: float = 0.1) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
