@@ -776,6 +776,15 @@ def _proven_optimum(inst, ienv, objective, preemption, max_steps=None) -> int:
 
 
 # --- the makespan floor with arrivals: work after an arrival ------------------------------------
+def _short_prompts_arriving(seed):
+    """Four requests with short prompts arriving over 4 ms: random walks over the engine's
+    states stay small."""
+    rng = np.random.default_rng(seed)
+    arrival = np.sort(rng.uniform(0, 0.004, 4))
+    return instance(arrival - arrival[0], rng.integers(2, 8, 4), rng.integers(1, 4, 4),
+                    budget=8, seqs=4, blocks=10, bs=2)
+
+
 @pytest.mark.parametrize("preemption", [False, True])
 def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemption):
     # random engine-valid schedules (pauses, chunks, preemptions), greedy schedules that idle
@@ -789,10 +798,7 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
     walk = np.random.default_rng(7)
     binding = tight = 0
     for seed in range(6):
-        rng = np.random.default_rng(seed)
-        arrival = np.sort(rng.uniform(0, 0.004, 4))
-        inst = instance(arrival - arrival[0], rng.integers(2, 8, 4), rng.integers(1, 4, 4),
-                        budget=8, seqs=4, blocks=10, bs=2)
+        inst = _short_prompts_arriving(seed)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         floor = makespan_floor(inst, ienv)
         a = to_us(inst.arrival_s)
@@ -825,11 +831,8 @@ def test_windows_bound_holds_for_every_schedule_and_passes_the_floor(cost):
         return makespan_windows(inst, ienv, 10, upper)
 
     walk = np.random.default_rng(7)
-    for seed in range(3):  # short prompts: random walks over engine states stay small
-        rng = np.random.default_rng(seed)
-        arrival = np.sort(rng.uniform(0, 0.004, 4))
-        inst = instance(arrival - arrival[0], rng.integers(2, 8, 4), rng.integers(1, 4, 4),
-                        budget=8, seqs=4, blocks=10, bs=2)
+    for seed in range(3):
+        inst = _short_prompts_arriving(seed)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         bound = bound_of(inst, ienv)
         for _ in range(5):
