@@ -430,8 +430,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     if objective in ("cost", "makespan") and steps_share > 0:
         k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
                     sampling_step_bounds(inst, kv_granularity)[-1][1])
-        share = steps_share if objective == "cost" else steps_share / 2
-        phase_end = min(time.perf_counter() + share * time_limit_s, deadline)
+        phase = steps_share if objective == "cost" else steps_share / 2
+        phase_end = min(time.perf_counter() + phase * time_limit_s, deadline)
         k = n_hint - 1
         while k >= k_min:
             left = phase_end - time.perf_counter()
@@ -453,8 +453,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # 3. large neighbourhood search alone for a better incumbent, then the full model (all
     # of the time left when the relaxation of the work before and after arrivals gave the
     # bound: CP-SAT's own bound search does not come near it)
-    share = 1.0 if bound_source == "work before and after arrivals" else lns_share
-    lns_time = min(share * time_limit_s, deadline - time.perf_counter())
+    lns_time = min((1.0 if bound_source == "work before and after arrivals" else lns_share)
+                   * time_limit_s, deadline - time.perf_counter())
     if (big or (bound_search and objective != "latency")) and lns_time > 0.05:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,

@@ -46,7 +46,7 @@ def _window_model(inst: ScheduleInstance, ienv: IntEnvelope, h: int, upper: int)
     s, x = dict(b), dict(b)
     reads_before = dict(b)
     reads_w = {r: sum(P[r] + j - 1 for j in range(1, out[r] + 1)) for r in range(n)}
-    b_max = {r: 0 for r in range(n)}
+    b_max = dict(b)
     for r in before:
         b_max[r] = min(L[r], -(-(h - int(a[r])) // m))  # starts a_r, a_r + m, ... < h
         b[r] = md.new_int_var(0, b_max[r], f"b{r}")
