@@ -421,31 +421,30 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             lower = max(lower or 0, math.ceil(solver.best_objective_bound - 1e-6))
             if min(lower, upper) > bound:
                 bound, bound_source = min(lower, upper), "CP-SAT without the KV limit"
-    # 2. fewest steps: when a step's fixed time dominates, the cheapest schedules have the
-    # fewest steps; look for one with k < incumbent steps, k down from there while each is
-    # found, to a lower bound on the steps (the longest request's chain, the sampling-step
-    # bound). For cost, any schedule of k steps (with the incumbent's cost as a cap the
-    # first one can take long to find; without it, seconds) starts the LNS below, and a
-    # proof that k steps are too few is a bound: the least busy time of k + 1 steps
-    if objective in ("cost", "makespan") and steps_share > 0:
+    # 2. fewest steps (cost): when a step's fixed time dominates, the cheapest schedules have
+    # the fewest steps; look for one with k < incumbent steps, k down from there while each
+    # is found, to a lower bound on the steps (the longest request's chain, the sampling-step
+    # bound). Any schedule of k steps (with the incumbent's cost as a cap the first one can
+    # take long to find; without it, seconds) starts the LNS below, and a proof that k steps
+    # are too few is a bound: the least busy time of k + 1 steps. (The makespan with
+    # arrivals waits for them: fewer steps do not make it shorter, and LNS gets the time.)
+    if objective == "cost" and steps_share > 0:
         k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
                     sampling_step_bounds(inst, kv_granularity)[-1][1])
-        phase = steps_share if objective == "cost" else steps_share / 2
-        phase_end = min(time.perf_counter() + phase * time_limit_s, deadline)
+        phase_end = min(time.perf_counter() + steps_share * time_limit_s, deadline)
         k = n_hint - 1
         while k >= k_min:
             left = phase_end - time.perf_counter()
             if left <= 0.05:
                 break
-            cap = None if objective == "cost" else upper
-            sm = ScheduleModel(inst, ienv, objective, preemption, k, False, cap, kv_granularity)
-            _, found, found_status = run(sm, left if cap is None else left / 2, first=True)
+            sm = ScheduleModel(inst, ienv, objective, preemption, k, False, None, kv_granularity)
+            _, found, found_status = run(sm, left, first=True)
             adopt(found)
             if found.best_steps is None:
-                k_min = k + 1 if found_status == "INFEASIBLE" and cap is None else k_min
+                k_min = k + 1 if found_status == "INFEASIBLE" else k_min
                 break
             k = min(k, n_hint) - 1
-        floor = min(busy_floor(inst, ienv, k_min), upper) if objective == "cost" else -math.inf
+        floor = min(busy_floor(inst, ienv, k_min), upper)
         if floor > bound:
             bound, bound_source, lower = floor, "fewest steps", floor
             if relative_gap(best, bound) <= gap_limit:
