@@ -23,7 +23,7 @@ from infersim.errors import SolverError
 from infersim.optimizer.schedule import fit_envelope, instance_from_config, shape_range
 from infersim.optimizer.schedule.arrivals import latency_floor
 from infersim.optimizer.schedule.greedy import search_holds, search_orders
-from infersim.optimizer.schedule.model import IntEnvelope, int_trace, to_us
+from infersim.optimizer.schedule.model import IntEnvelope, int_trace
 from infersim.optimizer.schedule.solve import best_start
 from infersim.optimizer.schedule.uncapped import (
     first_tokens,
@@ -40,7 +40,7 @@ RATES = (200, 300, 400)
 def eager(inst, ienv) -> list[FixedStep]:
     """Every request in every step from the first one after its arrival (its whole prompt,
     then one decode a step) to its end; the engine never idle."""
-    a = to_us(inst.arrival_s)
+    a = ienv.ticks(inst.arrival_s)
     made = np.zeros(inst.n, dtype=np.int64)  # tokens generated
     clock, steps = 0, []
     while (made < inst.output).any():
@@ -58,10 +58,10 @@ def eager(inst, ienv) -> list[FixedStep]:
 
 def _best_heuristic(inst, ienv):
     """(model latency -> seconds, the best warm-start heuristic's model latency)."""
-    a = to_us(inst.arrival_s)
+    a = ienv.ticks(inst.arrival_s)
 
     def report(value: float) -> float:
-        return (value + float(a.sum())) / 1e6 - float(inst.arrival_s.sum())
+        return (value + float(a.sum())) / ienv.per_s - float(inst.arrival_s.sum())
 
     def value(schedule) -> int:
         return round(int_trace(inst, ienv, schedule).objective("latency"))

@@ -84,10 +84,13 @@ def test_envelope_stays_below_the_cost_model_and_is_close(cost):
 def test_integer_durations_never_exceed_the_envelope(cost):
     inst = instance([0, 0], [10, 20], [3, 2])
     env = envelope_for(cost, inst)
-    ienv = IntEnvelope.of(env)
-    for t, n, k, s in itertools.product((1, 7, 40), (1, 2), (1, 30), (0, 1)):
-        assert ienv.duration(t, n, k, s) <= env.seconds(t, n, k, s) * 1e6
-    assert ienv.min_step >= 1
+    for per_s in (10**6, 10**7):
+        ienv = IntEnvelope.of(env, per_s)
+        for t, n, k, s in itertools.product((1, 7, 40), (1, 2), (1, 30), (0, 1)):
+            d = ienv.duration(t, n, k, s)
+            assert env.seconds(t, n, k, s) * per_s - 1.5 <= d <= env.seconds(t, n, k, s) * per_s
+        assert ienv.min_step >= 1
+        assert ienv.ticks([0.5, 1e-6]).tolist() == [per_s // 2, per_s // 10**6]
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -259,14 +262,13 @@ def _random_instance(seed, n=6):
 @pytest.mark.parametrize("seed", range(4))
 def test_serial_generation_gives_engine_valid_schedules_without_preemption(cost, seed):
     from infersim.optimizer.schedule.greedy import serial_schedule_order
-    from infersim.optimizer.schedule.model import to_us
 
     inst = _random_instance(seed)
     ienv = IntEnvelope.of(envelope_for(cost, inst))
     rng = np.random.default_rng(seed)
     for _ in range(5):
         order = rng.permutation(inst.n)
-        for timing in ((None, None), (ienv.duration, to_us(inst.arrival_s))):
+        for timing in ((None, None), (ienv.duration, ienv.ticks(inst.arrival_s))):
             schedule = serial_schedule_order(inst, order, *timing)
             tr = int_trace(inst, ienv, schedule)  # raises on any broken engine rule
             assert tr.preemptions == 0
@@ -310,7 +312,6 @@ def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
     # cuts, the sampling-step bound, KV held before the finish), stays feasible
 
     from infersim.optimizer.schedule.greedy import serial_schedule_order
-    from infersim.optimizer.schedule.model import to_us
 
     for seed in range(3):
         inst = _random_instance(seed)
@@ -318,7 +319,7 @@ def test_finish_time_cuts_cut_off_no_real_schedule(cost, objective):
         rng = np.random.default_rng(seed)
         for _ in range(3):
             schedule = serial_schedule_order(inst, rng.permutation(inst.n), ienv.duration,
-                                             to_us(inst.arrival_s))
+                                             ienv.ticks(inst.arrival_s))
             tr = int_trace(inst, ienv, schedule)
             assert _feasible_in_model(inst, ienv, objective, False, tr)
 
@@ -474,9 +475,8 @@ def test_large_instances_keep_a_valid_bound_through_every_phase(cost):
     res = sol.result
     assert res.bound <= res.incumbent * (1 + 1e-9)
     from infersim.optimizer.schedule.greedy import greedy_schedules
-    from infersim.optimizer.schedule.model import to_us
 
-    for _name, schedule in greedy_schedules(inst, ienv.duration, to_us(inst.arrival_s)):
+    for _name, schedule in greedy_schedules(inst, ienv.duration, ienv.ticks(inst.arrival_s)):
         tr = int_trace(inst, ienv, schedule)
         assert res.bound <= tr.duration.sum() / 1e6 * (1 + 1e-9)
     assert int_trace(inst, ienv, sol.schedule).duration.sum() / 1e6 == pytest.approx(
@@ -713,7 +713,6 @@ def test_latency_floor_holds_for_every_schedule(cost, preemption):
     # random engine-valid schedules (pauses, chunks, preemptions) of instances whose requests
     # arrive over time: their waits for a first step and their latencies stay above the floors
     from infersim.optimizer.schedule.arrivals import latency_floor, wait_floor
-    from infersim.optimizer.schedule.model import to_us
 
     rng = np.random.default_rng(5)
     for seed in range(3):
@@ -721,7 +720,7 @@ def test_latency_floor_holds_for_every_schedule(cost, preemption):
         inst = instance(arrival, [4, 2, 6, 3], [2, 3, 1, 2], budget=4, seqs=4, blocks=8, bs=2)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         floor = latency_floor(inst, ienv)
-        a = to_us(inst.arrival_s)
+        a = ienv.ticks(inst.arrival_s)
         for _ in range(10):
             tr = int_trace(inst, ienv, _random_schedule(inst, rng, preemption))
             first = tr.start[(tr.tokens > 0).argmax(axis=1)]
@@ -733,12 +732,15 @@ def test_latency_floor_holds_for_every_schedule(cost, preemption):
 @pytest.mark.parametrize("objective", ["latency", "makespan"])
 def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
     from infersim.optimizer.schedule.arrivals import latency_floor, makespan_floor
+    from infersim.optimizer.schedule.solve import model_envelope
 
     inst = _random_instance(1, n=8)  # arrivals spread in time
     env = envelope_for(cost, inst)
     res = solve_schedule(inst, env, objective, time_limit_s=2).result
     floor = {"latency": latency_floor, "makespan": makespan_floor}[objective]
-    assert floor(inst, IntEnvelope.of(env)) / 1e6 - 1e-9 <= res.bound <= res.incumbent + 1e-9
+    ienv = model_envelope(inst, env, objective)  # the makespan counts tenths of microseconds
+    assert ienv.per_s == (10**7 if objective == "makespan" else 10**6)
+    assert floor(inst, ienv) / ienv.per_s - 1e-9 <= res.bound <= res.incumbent + 1e-9
     assert res.bound_source in ("arrival waits", "no engine limits", "groups solved alone",
                                 "work after arrivals", "work before and after arrivals",
                                 "CP-SAT")
@@ -747,13 +749,13 @@ def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
 def test_own_time_is_close_to_a_lone_request_s_latency(cost):
     # alone, a request's latency is its own time (up to the pieces' and microseconds'
     # rounding); the floor never exceeds it
-    from infersim.optimizer.schedule.arrivals import own_time_us
+    from infersim.optimizer.schedule.arrivals import own_time
 
     for prompt, output, budget in ((20, 4, 64), (50, 3, 16), (7, 1, 64)):
         inst = instance([0], [prompt], [output], budget=budget, seqs=4, blocks=20, bs=4)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         latency = int_trace(inst, ienv, serial_schedule(inst)).objective("latency")
-        assert 0.99 * latency <= own_time_us(inst, ienv)[0] <= latency
+        assert 0.99 * latency <= own_time(inst, ienv)[0] <= latency
 
 
 def _proven_optimum(inst, ienv, objective, preemption, max_steps=None) -> int:
@@ -761,11 +763,11 @@ def _proven_optimum(inst, ienv, objective, preemption, max_steps=None) -> int:
     caps it; at most ``max_steps`` steps where given)."""
     from ortools.sat.python import cp_model
 
-    from infersim.optimizer.schedule.model import ScheduleModel, to_us
+    from infersim.optimizer.schedule.model import ScheduleModel
     from infersim.optimizer.schedule.solve import needed_steps
 
     upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective(objective))
-    steps = needed_steps(inst, ienv, objective, upper, to_us(inst.arrival_s))
+    steps = needed_steps(inst, ienv, objective, upper, ienv.ticks(inst.arrival_s))
     steps = int(min(steps, max_steps or steps))
     sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail=False, upper=upper)
     solver = cp_model.CpSolver()
@@ -791,9 +793,8 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
     # for arrivals and CP-SAT's proven optimum (the model without the floor) all stay above
     # it; on these instances, floors that ignored a step running across the arrival (all of a
     # request's steps before it fitting before it) would exceed the optimum of seeds 2 to 5
-    from infersim.optimizer.schedule.arrivals import makespan_floor, own_time_us
+    from infersim.optimizer.schedule.arrivals import makespan_floor, own_time
     from infersim.optimizer.schedule.greedy import greedy_schedule
-    from infersim.optimizer.schedule.model import to_us
 
     walk = np.random.default_rng(7)
     binding = tight = 0
@@ -801,7 +802,7 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
         inst = _short_prompts_arriving(seed)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         floor = makespan_floor(inst, ienv)
-        a = to_us(inst.arrival_s)
+        a = ienv.ticks(inst.arrival_s)
         for _ in range(5):
             tr = int_trace(inst, ienv, _random_schedule(inst, walk, preemption))
             assert tr.objective("makespan") >= floor
@@ -811,7 +812,7 @@ def test_makespan_floor_holds_for_every_schedule_and_the_optimum(cost, preemptio
         optimum = _proven_optimum(inst, ienv, "makespan", preemption)
         assert floor <= optimum
         tight += floor >= 0.999 * optimum
-        binding += floor > int((a + own_time_us(inst, ienv)).max() - a.min())
+        binding += floor > int((a + own_time(inst, ienv)).max() - a.min())
     assert binding and tight >= 2  # not trivial: above the lone-request bound, often tight
 
 
@@ -823,7 +824,6 @@ def test_windows_bound_holds_for_every_schedule_and_passes_the_floor(cost):
     # before an arrival hold others' prompts, and mostly meets the optimum
     from infersim.optimizer.schedule.arrivals import makespan_floor
     from infersim.optimizer.schedule.greedy import greedy_schedule
-    from infersim.optimizer.schedule.model import to_us
     from infersim.optimizer.schedule.windows import makespan_windows
 
     def bound_of(inst, ienv):
@@ -845,7 +845,7 @@ def test_windows_bound_holds_for_every_schedule_and_passes_the_floor(cost):
         inst = instance(arrival - arrival[0], rng.integers(8, 60, 5), rng.integers(1, 5, 5),
                         budget=64, seqs=8, blocks=60, bs=4)
         ienv = IntEnvelope.of(envelope_for(cost, inst))
-        a = to_us(inst.arrival_s)
+        a = ienv.ticks(inst.arrival_s)
         bound = bound_of(inst, ienv)
         for holds in ((), (0,), (1, 2), (0, 1, 2, 3)):
             sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
@@ -881,11 +881,10 @@ def test_busy_floor_holds_for_every_schedule_with_as_many_steps(cost):
 def test_greedy_holds_wait_for_the_next_arrival(cost):
     # a hold before step 0 makes the first step wait for the second arrival and take both
     from infersim.optimizer.schedule.greedy import greedy_schedule, search_holds
-    from infersim.optimizer.schedule.model import to_us
 
     inst = instance([0.0, 0.0005], [4, 4], [2, 2], budget=16, seqs=4, blocks=12, bs=4)
     ienv = IntEnvelope.of(envelope_for(cost, inst))
-    a = to_us(inst.arrival_s)
+    a = ienv.ticks(inst.arrival_s)
     plain = greedy_schedule(inst, "fcfs", ienv.duration, a)
     held = greedy_schedule(inst, "fcfs", ienv.duration, a, holds={0})
     assert plain[0].run == ((0, 4),) and held[0].run == ((0, 4), (1, 4))
@@ -900,7 +899,6 @@ def test_groups_solved_alone_bound_the_latency_of_every_schedule(cost):
     # and above the arrival-wait floor (they see each other's steps)
     from infersim.optimizer.schedule.arrivals import latency_floor
     from infersim.optimizer.schedule.greedy import serial_schedule_order
-    from infersim.optimizer.schedule.model import to_us
     from infersim.optimizer.schedule.solve import _groups_bound
 
     inst = _random_instance(1, n=6)  # arrivals spread in time
@@ -908,8 +906,8 @@ def test_groups_solved_alone_bound_the_latency_of_every_schedule(cost):
     ienv = IntEnvelope.of(env)
     full = solve_schedule(inst, env, "latency", time_limit_s=90, group_size=0).result
     assert full.status == "OPTIMAL"
-    grouped, _ = _groups_bound(inst, env, False, 10, 3, 1, 0)
-    a = to_us(inst.arrival_s)
+    grouped, _ = _groups_bound(inst, env, IntEnvelope.of(env), False, 10, 3, 1, 0)
+    a = ienv.ticks(inst.arrival_s)
     assert (grouped + a.sum()) / 1e6 - inst.arrival_s.sum() <= full.incumbent + 1e-9
     rng = np.random.default_rng(3)
     for _ in range(10):
@@ -939,7 +937,6 @@ def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemptio
     # is the optimum, and it can pass the arrival-wait floor
     from infersim.optimizer.schedule.arrivals import latency_floor
     from infersim.optimizer.schedule.greedy import greedy_schedule
-    from infersim.optimizer.schedule.model import to_us
     from infersim.optimizer.schedule.uncapped import uncapped_latency
 
     walk = np.random.default_rng(11)
@@ -958,7 +955,7 @@ def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemptio
         ienv = IntEnvelope.of(envelope_for(cost, inst))
         bound, proven = uncapped_latency(inst, ienv, 10)
         assert proven
-        a = to_us(inst.arrival_s)
+        a = ienv.ticks(inst.arrival_s)
         for holds in ((), (0,), (0, 1, 2)):
             sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
             assert int_trace(inst, ienv, sched).objective("latency") >= bound
@@ -988,7 +985,6 @@ def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost)
 def test_uncapped_schedule_runs_everyone_every_step_and_idles_where_it_pays(cost):
     # the second request arrives just after the first: waiting for it lets both share every
     # step, which beats starting at once; the solver takes the schedule as its warm start
-    from infersim.optimizer.schedule.model import to_us
     from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
 
     inst = instance([0.0, 0.0001], [4, 6], [4, 4], budget=64, seqs=4, blocks=20, bs=4)
@@ -1001,7 +997,7 @@ def test_uncapped_schedule_runs_everyone_every_step_and_idles_where_it_pays(cost
     assert uncapped_latency(inst, ienv, 10)[0] <= value < int_trace(
         inst, ienv, eager).objective("latency")
     res = solve_schedule(inst, envelope_for(cost, inst), "latency", time_limit_s=2).result
-    assert res.incumbent <= (value + to_us(inst.arrival_s).sum()) / 1e6 + 1e-9
+    assert res.incumbent <= (value + ienv.ticks(inst.arrival_s).sum()) / 1e6 + 1e-9
     # several requests (a budget for all their prompts): canonical, valid, above the bound
     inst = dataclasses.replace(_arrivals_instance(0), max_num_batched_tokens=256)
     ienv = IntEnvelope.of(envelope_for(cost, inst))

@@ -21,12 +21,12 @@ import math
 import numpy as np
 
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.model import IntEnvelope, to_us
+from infersim.optimizer.schedule.model import IntEnvelope
 
 
-def wait_floor(arrival_us: np.ndarray, spacing: int) -> int:
+def wait_floor(arrival: np.ndarray, spacing: int) -> int:
     """The least sum over requests of (first start at or after its arrival - arrival) over
-    start times at least ``spacing`` apart (integer microseconds).
+    start times at least ``spacing`` apart (integer ticks).
 
     Some optimal set of starts lies on arrival + k x spacing, each start serving an
     arrival: a start serving none can go, and the starts after a run's first one, each
@@ -37,7 +37,7 @@ def wait_floor(arrival_us: np.ndarray, spacing: int) -> int:
     costs the waits of the arrivals in (c', c], i.e. j c - sum a up to j minus (i c - sum a
     up to i), so the best previous start is the lowest of lines in c, kept as a lower hull
     (slopes fall as starts are added, queries rise)."""
-    a = sorted(int(v) for v in arrival_us)
+    a = sorted(int(v) for v in arrival)
     if not a or a[0] == a[-1]:
         return 0
     last = a[-1]
@@ -86,8 +86,8 @@ def wait_floor(arrival_us: np.ndarray, spacing: int) -> int:
     return int(answer)
 
 
-def own_time_us(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray:
-    """Per request, the least time its own steps take (microseconds, rounded down): every
+def own_time(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray:
+    """Per request, the least time its own steps take (ticks, rounded down): every
     piece's constant and sequence slope per step (its prompt in the fewest chunks, then one
     step per further token), its tokens, the least KV it reads (the prompt in one chunk,
     then one more token per step) and its samples."""
@@ -102,15 +102,15 @@ def own_time_us(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray:
 
 
 def latency_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
-    """A lower bound on the model's latency objective (microseconds) for any schedule, with
+    """A lower bound on the model's latency objective (ticks) for any schedule, with
     or without preemption: the least total wait for first steps plus every request's own
     time."""
-    return wait_floor(to_us(inst.arrival_s), ienv.min_step) + int(own_time_us(inst, ienv).sum())
+    return wait_floor(ienv.ticks(inst.arrival_s), ienv.min_step) + int(own_time(inst, ienv).sum())
 
 
 def makespan_floors(inst: ScheduleInstance, ienv: IntEnvelope) -> dict[int, float]:
-    """Per arrival time (microseconds), a lower bound on the model's makespan objective
-    (last finish - first arrival, microseconds) for any schedule, with or without
+    """Per arrival time (ticks), a lower bound on the model's makespan objective
+    (last finish - first arrival, ticks) for any schedule, with or without
     preemption.
 
     For each arrival time h, the steps starting at or after h (set W) end by the last
@@ -128,7 +128,7 @@ def makespan_floors(inst: ScheduleInstance, ienv: IntEnvelope) -> dict[int, floa
     the least over t (where b changes, and the earliest t the longest step allows) is the
     bound of that case. Per arrival h, the lesser case; the floor is the best of them
     (``makespan_floor``)."""
-    a = to_us(inst.arrival_s)
+    a = ienv.ticks(inst.arrival_s)
     P, out, L = inst.prompt, inst.output, inst.length
     bud, m = inst.max_num_batched_tokens, ienv.min_step
     fewest = -(-P // bud) + out - 1
@@ -166,6 +166,6 @@ def makespan_floors(inst: ScheduleInstance, ienv: IntEnvelope) -> dict[int, floa
 
 def makespan_floor(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
     """A lower bound on the model's makespan objective (last finish - first arrival,
-    microseconds) for any schedule, with or without preemption: the best over arrivals of
+    ticks) for any schedule, with or without preemption: the best over arrivals of
     ``makespan_floors``."""
     return math.floor(max(0.0, *makespan_floors(inst, ienv).values()))

@@ -28,7 +28,6 @@ from infersim.costmodels import BatchShape, CostModel
 from infersim.errors import SolverError
 
 FEATURES = ("tokens", "seqs", "kv_read", "sampled")
-US = 1e6  # the schedule model counts time in integer microseconds
 
 
 def shape_features(batch: BatchShape) -> np.ndarray:

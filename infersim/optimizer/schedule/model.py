@@ -12,34 +12,42 @@ from ortools.sat.python import cp_model
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.linearize import US, StepEnvelope
+from infersim.optimizer.schedule.linearize import StepEnvelope
 from infersim.simulator.schedulers.fixed import FixedStep
+
+MICROSECOND = 1_000_000  # ticks per second: the model's default unit of time
 
 
 @dataclass(frozen=True)
 class IntEnvelope:
     """The envelope in the model's integers: ``Q * d >= A + B T + G N + D K + E S`` per
-    piece, d in microseconds. Coefficients are rounded down and A lowered by one
-    microsecond (Q), so the smallest integer d never exceeds the float envelope: the model's
-    durations stay at or below the cost model wherever the envelope does."""
+    piece, d in ticks (``per_s`` a second; the model rounds each step up to a tick).
+    Coefficients are rounded down and A lowered by one tick (Q), so the smallest integer d
+    never exceeds the float envelope: the model's durations stay at or below the cost model
+    wherever the envelope does."""
 
     q: int
     coef: np.ndarray  # (pieces, 5) int64: A, B, G, D, E
+    per_s: int = MICROSECOND
 
     @classmethod
-    def of(cls, env: StepEnvelope) -> IntEnvelope:
-        us = env.pieces * US
-        features = us[:, 1:]
+    def of(cls, env: StepEnvelope, per_s: int = MICROSECOND) -> IntEnvelope:
+        scaled = env.pieces * per_s
+        features = scaled[:, 1:]
         nonzero = features[features > 0]
         q = 1000
         while nonzero.size and q < 10**7 and (nonzero * q).min() < 1000:
             q *= 10
-        coef = np.floor(us * q).astype(np.int64)
+        coef = np.floor(scaled * q).astype(np.int64)
         coef[:, 0] -= q
-        return cls(q, coef)
+        return cls(q, coef, per_s)
+
+    def ticks(self, seconds) -> np.ndarray:
+        """Times in seconds as the model's integer ticks (rounded down)."""
+        return np.floor(np.asarray(seconds) * self.per_s).astype(np.int64)
 
     def duration(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
-        """The model's (smallest) duration of a step, in microseconds."""
+        """The model's (smallest) duration of a step, in ticks."""
         if tokens <= 0:
             return 0
         rhs = self.coef @ np.array([1, tokens, seqs, kv, sampled], dtype=np.int64)
@@ -109,7 +117,7 @@ def sampling_step_bounds(inst: ScheduleInstance, kv_granularity: str = "block"
 
 
 def busy_floor(inst: ScheduleInstance, ienv: IntEnvelope, steps: int) -> int:
-    """The least busy time (microseconds) of any schedule with at least ``steps`` non-empty
+    """The least busy time (ticks) of any schedule with at least ``steps`` non-empty
     steps, with or without preemption: each piece with no negative coefficient, summed over
     the steps, with at least every request's P + O - 1 tokens, its fewest steps as
     sequences, the KV reads of its O samples (sample j reads P + j - 1) and its samples;
@@ -123,13 +131,9 @@ def busy_floor(inst: ScheduleInstance, ienv: IntEnvelope, steps: int) -> int:
     return -(-best // ienv.q)
 
 
-def to_us(seconds: np.ndarray) -> np.ndarray:
-    return np.floor(np.asarray(seconds) * US).astype(np.int64)
-
-
 def int_trace(inst: ScheduleInstance, ienv: IntEnvelope, schedule) -> ScheduleTrace:
-    """``schedule`` timed as the model times it (integer microseconds, arrivals floored)."""
-    return run_schedule(inst, schedule, ienv.duration, to_us(inst.arrival_s))
+    """``schedule`` timed as the model times it (integer ticks, arrivals floored)."""
+    return run_schedule(inst, schedule, ienv.duration, ienv.ticks(inst.arrival_s))
 
 
 class ScheduleModel:
@@ -147,7 +151,7 @@ class ScheduleModel:
         self.preemption, self.S, self.tail = preemption, horizon, tail
         self.kv_granularity = kv_granularity
         self.cuts, self.lower = cuts, lower
-        self.a_us = to_us(inst.arrival_s)
+        self.arrival = ienv.ticks(inst.arrival_s)
         self.model = cp_model.CpModel()
         self._build(upper)
 
@@ -158,7 +162,7 @@ class ScheduleModel:
         P, OUT, L = (inst.prompt.tolist(), inst.output.tolist(), inst.length.tolist())
         BUD, SEQ, NB, BS = (inst.max_num_batched_tokens, inst.max_num_seqs, inst.num_blocks,
                             inst.block_size)
-        a = self.a_us.tolist()
+        a = self.arrival.tolist()
         A0 = ie.min_step
         self.A0 = A0
         self.A1 = ie.duration(1, 1, 1, 1)  # the shortest step that samples a token
@@ -431,7 +435,8 @@ class ScheduleModel:
                 raise SolverError("objective slo needs limits: set slo.ttft_ms, slo.tpot_ms or "
                                   "slo.e2el_ms in the config")
             v = [m.new_bool_var(f"v{r}") for r in range(R)]
-            lim = {k: math.ceil(val * 1e3) + 1 for k, val in slo.items()}  # ms -> us, + floor
+            # ms -> ticks, + the arrival's rounding down
+            lim = {k: math.ceil(val * (ie.per_s // 1000)) + 1 for k, val in slo.items()}
             for r in range(R):
                 if "ttft_ms" in lim:
                     m.add(FT[r] - a[r] <= lim["ttft_ms"]).only_enforce_if(~v[r])
@@ -466,7 +471,7 @@ class ScheduleModel:
         - ordering ("parallel") inequalities of single-machine scheduling: requests
           finishing by r's finishing step did all their work in the steps up to it, so
           F_r - t[0] >= sum of z_j over the requests j finishing no later than r, where z_j
-          (microseconds) is a lower bound on the time j's work adds: each piece's slopes
+          (ticks) is a lower bound on the time j's work adds: each piece's slopes
           times j's own tokens, steps, KV reads and samples, plus the piece's intercept
           times j's share of a resource (KV block-steps / blocks, tokens / budget, or
           steps / max_num_seqs: the steps up to r's finish offer at most that many). For
@@ -592,7 +597,7 @@ class ScheduleModel:
         for var in self.tail_vars:  # a complete schedule leaves nothing to the tail
             m.add_hint(var, 0)
         if self.objective == "slo":
-            bad = tr.slo_violations(inst.slo_ms, 1e3)
+            bad = tr.slo_violations(inst.slo_ms, self.ienv.per_s / 1000)
             for r, var in enumerate(self.violations):
                 m.add_hint(var, bool(bad[r]))
 

@@ -17,14 +17,14 @@ from infersim.optimizer.schedule.arrivals import latency_floor, makespan_floor
 from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
 from infersim.optimizer.schedule.greedy import greedy_schedules, search_holds, search_orders
 from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
-from infersim.optimizer.schedule.linearize import US, StepEnvelope
+from infersim.optimizer.schedule.linearize import StepEnvelope
 from infersim.optimizer.schedule.model import (
+    MICROSECOND,
     IntEnvelope,
     ScheduleModel,
     busy_floor,
     int_trace,
     sampling_step_bounds,
-    to_us,
 )
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
@@ -50,6 +50,18 @@ class ScheduleSolution:
     progress: list[tuple[float, float, float]]  # (wall s, incumbent, bound) in model units
 
 
+def model_envelope(inst: ScheduleInstance, envelope: StepEnvelope, objective: str
+                   ) -> IntEnvelope:
+    """``envelope`` in the model's integer ticks for ``objective``: microseconds, but tenths
+    of one for the makespan with arrivals spread in time. The model rounds each step up to a
+    tick, and that makespan's bound (``windows.makespan_windows``) rounds once, so whole
+    microseconds can leave more than the 0.01% gap limit between them; finer ticks slow the
+    search for the other objectives and gain nothing there."""
+    spread = inst.n > 0 and float(inst.arrival_s.max()) > float(inst.arrival_s.min())
+    fine = objective == "makespan" and spread
+    return IntEnvelope.of(envelope, 10 * MICROSECOND if fine else MICROSECOND)
+
+
 def serial_schedule(inst: ScheduleInstance) -> list[FixedStep]:
     """The simplest feasible schedule: requests one at a time in arrival order, prompts in
     budget-sized chunks, then one decode per step."""
@@ -71,8 +83,7 @@ def best_start(inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
     """The best of ``candidates`` (name, schedule), the greedy schedules and the serial one
     by the model's objective; candidates the model cannot run are skipped (with
     ``preemption`` false, those that preempt)."""
-    a_us = to_us(inst.arrival_s)
-    pool = [*candidates, *greedy_schedules(inst, ienv.duration, a_us),
+    pool = [*candidates, *greedy_schedules(inst, ienv.duration, ienv.ticks(inst.arrival_s)),
             ("serial", serial_schedule(inst))]
     best = None
     for name, schedule in pool:
@@ -82,14 +93,14 @@ def best_start(inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
             continue  # e.g. swap preemption or padding: not a schedule of the model
         if tr.preemptions and not preemption:
             continue
-        value = _model_value(tr, objective, inst)
+        value = _model_value(tr, objective, inst, ienv)
         if best is None or value < best[0]:
             best = (value, name, list(as_steps(schedule)))
     return best[1], best[2]
 
 
-def _groups_bound(inst: ScheduleInstance, envelope: StepEnvelope, preemption: bool,
-                  seconds: float, size: int, num_workers: int, seed: int
+def _groups_bound(inst: ScheduleInstance, envelope: StepEnvelope, ienv: IntEnvelope,
+                  preemption: bool, seconds: float, size: int, num_workers: int, seed: int
                   ) -> tuple[int, float]:
     """A lower bound on the model's latency objective: the requests in arrival order cut
     into groups of about ``size``, each solved alone within its share of ``seconds`` (what
@@ -104,7 +115,7 @@ def _groups_bound(inst: ScheduleInstance, envelope: StepEnvelope, preemption: bo
     for i, idx in enumerate(parts):
         sub = dataclasses.replace(inst, arrival_s=inst.arrival_s[idx], prompt=inst.prompt[idx],
                                   output=inst.output[idx])
-        floor = latency_floor(sub, IntEnvelope.of(envelope))
+        floor = latency_floor(sub, ienv)
         left = (end - time.perf_counter()) / (len(parts) - i)
         res = None
         if left > 0.1:
@@ -113,29 +124,32 @@ def _groups_bound(inst: ScheduleInstance, envelope: StepEnvelope, preemption: bo
                                  group_size=0).result
             spent += res.solve_time_s
         if res is not None and math.isfinite(res.bound):
-            # back to the model's integer units (which the group's optimum is in)
-            a = to_us(sub.arrival_s)
-            value = (res.bound + float(sub.arrival_s.sum())) * US - float(a.sum())
+            # back to the model's integer ticks (which the group's optimum is in)
+            a = ienv.ticks(sub.arrival_s)
+            value = (res.bound + float(sub.arrival_s.sum())) * ienv.per_s - float(a.sum())
             floor = max(floor, math.floor(value + 1e-3))
         total += floor
     return total, spent
 
 
-def to_report_units(inst: ScheduleInstance, objective: str, value: float, a_us) -> float:
-    """A model objective (integer microseconds, offsets included) in reported units."""
+def to_report_units(inst: ScheduleInstance, ienv: IntEnvelope, objective: str,
+                    value: float) -> float:
+    """A model objective (integer ticks, offsets included) in reported units."""
+    a = ienv.ticks(inst.arrival_s)
     if objective == "latency":
-        return (value + float(a_us.sum())) / US - float(inst.arrival_s.sum())
+        return (value + float(a.sum())) / ienv.per_s - float(inst.arrival_s.sum())
     if objective == "makespan":
-        return (value + float(a_us.min())) / US - float(inst.arrival_s.min())
+        return (value + float(a.min())) / ienv.per_s - float(inst.arrival_s.min())
     if objective == "cost":
-        return value / US * inst.devices
+        return value / ienv.per_s * inst.devices
     return float(value)
 
 
-def _model_value(tr: ScheduleTrace, objective: str, inst: ScheduleInstance) -> int:
+def _model_value(tr: ScheduleTrace, objective: str, inst: ScheduleInstance,
+                 ienv: IntEnvelope) -> int:
     """The model's objective of a complete integer trace."""
     if objective == "slo":
-        return int(tr.objective("slo", inst.slo_ms, 1e3))
+        return int(tr.objective("slo", inst.slo_ms, ienv.per_s / 1000))
     if objective == "cost":
         return int(tr.duration.sum())
     return round(tr.objective(objective))
@@ -168,7 +182,7 @@ class _Progress(cp_model.CpSolverSolutionCallback):
 
 
 def needed_steps(inst: ScheduleInstance, ienv: IntEnvelope, objective: str, upper: int,
-                 a_us) -> float:
+                 arrival) -> float:
     """At most how many non-empty steps a schedule whose model objective is <= ``upper``
     can have (each lasts at least ``ienv.min_step``); inf when nothing bounds it (slo)."""
     a0 = ienv.min_step
@@ -180,8 +194,8 @@ def needed_steps(inst: ScheduleInstance, ienv: IntEnvelope, objective: str, uppe
     # fit in the latency sum; and all of them end by the latest any request can finish
     first = -(-inst.prompt // inst.max_num_batched_tokens)
     own = a0 * (first + inst.output - 1)  # the model's per-request lower bound
-    latest = a_us + upper - (own.sum() - own)  # finish of r if all others are at their bound
-    return float(min(upper, int(latest.max()) - int(a_us.min())) // a0)
+    latest = arrival + upper - (own.sum() - own)  # finish of r if all others are at their bound
+    return float(min(upper, int(latest.max()) - int(arrival.min())) // a0)
 
 
 def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: str = "latency",
@@ -222,7 +236,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     time; LNS then searches for schedules for the rest of it). The makespan of a burst is
     solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
     and call the incumbent optimal once (incumbent - bound) / incumbent is below it
-    (default 0.01%, under the model's own rounding of step times to microseconds).
+    (default 0.01%). The model rounds each step up to a microsecond (the makespan with
+    arrivals: a tenth of one), which can leave up to 0.01% between the model's optimum and
+    a bound that rounds less.
     Multi-worker CP-SAT is not bit-deterministic when the time limit stops it: the same
     seed can give a different incumbent and bound. docs/optimizer.md has the details."""
     if objective not in OBJECTIVES:
@@ -239,8 +255,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     report_objective = objective
     if objective == "makespan" and burst:
         objective = "cost"
-    ienv = IntEnvelope.of(envelope)
-    a_us = to_us(inst.arrival_s)
+    ienv = model_envelope(inst, envelope, report_objective)
+    arrival = ienv.ticks(inst.arrival_s)
     if warm_start is None:
         warm_start_name, warm_start = best_start(inst, ienv, objective, [], preemption)
     warm = list(as_steps(warm_start))
@@ -248,14 +264,14 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     if hint_trace.preemptions and not preemption:
         raise SolverError("the warm start preempts requests but preemption is off: give a "
                           "schedule without preemption")
-    upper = _model_value(hint_trace, objective, inst)
+    upper = _model_value(hint_trace, objective, inst, ienv)
     # more warm starts: serial schedule generation over searched request orders (a fixed
     # number of orders, so deterministic unless a tenth of the time limit runs out first)
     if order_evals > 0:
         def value(schedule) -> int:
-            return _model_value(int_trace(inst, ienv, schedule), objective, inst)
+            return _model_value(int_trace(inst, ienv, schedule), objective, inst, ienv)
 
-        timing = (ienv.duration, a_us) if objective != "cost" else (None, None)
+        timing = (ienv.duration, arrival) if objective != "cost" else (None, None)
         v, sched, name = search_orders(inst, value, 0.1 * time_limit_s, seed, *timing,
                                        max_evals=order_evals)
         if v < upper:
@@ -266,7 +282,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         # that wait before some steps, searched like the orders)
         if not burst and objective != "cost":
             v, sched, name = search_holds(inst, value, 0.05 * time_limit_s, seed, ienv.duration,
-                                          a_us, max_evals=order_evals)
+                                          arrival, max_evals=order_evals)
             if v < upper:
                 warm, warm_start_name = list(as_steps(sched)), name
                 hint_trace = int_trace(inst, ienv, warm)
@@ -278,7 +294,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if sched is not None:
             with contextlib.suppress(SolverError):  # it breaks the budget or the cache
                 tr = int_trace(inst, ienv, sched)
-                if (v := _model_value(tr, objective, inst)) < upper:
+                if (v := _model_value(tr, objective, inst, ienv)) < upper:
                     warm, warm_start_name, hint_trace, upper = (
                         sched, "every request every step, idling searched", tr, v)
     first_upper = upper
@@ -300,7 +316,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     progress_log: list = []
 
     def horizon(upper: int, n_hint: int) -> tuple[int, bool]:
-        needed = needed_steps(inst, ienv, objective, upper, a_us)
+        needed = needed_steps(inst, ienv, objective, upper, arrival)
         steps = int(max(min(needed, limit), n_hint, 1))
         if inst.n * steps > max_request_steps:
             raise SolverError(
@@ -353,7 +369,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         traj = rel.solve(hint_trace, trajectory_share * time_limit_s, upper, gap_limit)
         solve_time += traj.seconds
         if traj.schedule is not None:
-            v = _model_value(int_trace(inst, ienv, traj.schedule), objective, inst)
+            v = _model_value(int_trace(inst, ienv, traj.schedule), objective, inst, ienv)
             if v < best:
                 best_steps, best, upper = traj.schedule, float(v), v
                 hint_trace = int_trace(inst, ienv, best_steps)
@@ -382,8 +398,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # 0'++. and the groups of requests solved alone: a schedule restricted to a group is one
     # of the group's, no slower, so the groups' bounds add up to a bound
     if objective == "latency" and not burst and 0 < group_size < inst.n and groups_share > 0:
-        grouped, spent = _groups_bound(inst, envelope, preemption, groups_share * time_limit_s,
-                                       group_size, num_workers, seed)
+        grouped, spent = _groups_bound(inst, envelope, ienv, preemption,
+                                       groups_share * time_limit_s, group_size, num_workers,
+                                       seed)
         solve_time += spent
         grouped = min(grouped, upper)
         if grouped > bound:
@@ -476,11 +493,11 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             lo, hi = 0, upper  # the largest objective whose horizon is 15% shorter
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if needed_steps(inst, ienv, objective, mid, a_us) < 0.85 * steps:
+                if needed_steps(inst, ienv, objective, mid, arrival) < 0.85 * steps:
                     lo = mid
                 else:
                     hi = mid - 1
-            shrink_at = lo if needed_steps(inst, ienv, objective, lo, a_us) < 0.85 * steps \
+            shrink_at = lo if needed_steps(inst, ienv, objective, lo, arrival) < 0.85 * steps \
                 else -math.inf
         solver, cb, status = run(sm, left, shrink_at)
         phases += 1
@@ -494,8 +511,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if not cb.shrink or deadline - time.perf_counter() < 1.0:
             break
     bound = min(bound, best)
-    inc = to_report_units(inst, report_objective, best, a_us)
-    bnd = (to_report_units(inst, report_objective, bound, a_us) if math.isfinite(bound)
+    inc = to_report_units(inst, ienv, report_objective, best)
+    bnd = (to_report_units(inst, ienv, report_objective, bound) if math.isfinite(bound)
            else -math.inf)
     gap = relative_gap(inc, bnd)
     status = ("OPTIMAL" if gap <= gap_limit else
@@ -505,7 +522,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         solve_time_s=solve_time, wall_time_s=time.perf_counter() - started,
         num_workers=int(num_workers), seed=int(seed), time_limit_s=float(time_limit_s),
         preemption=preemption, horizon=steps, tail=tail, warm_start=warm_start_name,
-        warm_start_value=to_report_units(inst, report_objective, first_upper, a_us),
+        warm_start_value=to_report_units(inst, ienv, report_objective, first_upper),
         solutions=solutions, model_size=size, bound_source=bound_source)
     trace = run_schedule(inst, best_steps, envelope.seconds)
     return ScheduleSolution(result, best_steps, trace, envelope, progress_log)

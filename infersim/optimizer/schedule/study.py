@@ -20,9 +20,13 @@ from infersim.optimizer.schedule.linearize import (
     fit_envelope,
     shape_features,
 )
-from infersim.optimizer.schedule.model import IntEnvelope
 from infersim.optimizer.schedule.result import SolveResult
-from infersim.optimizer.schedule.solve import ScheduleSolution, best_start, solve_schedule
+from infersim.optimizer.schedule.solve import (
+    ScheduleSolution,
+    best_start,
+    model_envelope,
+    solve_schedule,
+)
 from infersim.simulator.schedulers.fixed import FixedStep, fixed_scheduler, recording
 from infersim.workloads import RequestTable
 
@@ -306,7 +310,7 @@ def optimize_schedule(config=None, requests: int | None = 30, objective: str = "
     say(f"fitting the step envelope for {inst.describe()}")
     envelope = fit_envelope(cost, shape_range(inst), samples=envelope_samples, seed=seed)
     lin = LinearizedCost(cost, envelope)
-    ienv = IntEnvelope.of(envelope)
+    ienv = model_envelope(inst, envelope, objective)
     slo, devices = inst.slo_ms, inst.devices
     runs: list[SchedulerRun] = []
     candidates: list[tuple[str, list[FixedStep]]] = list(warm_starts or [])

@@ -50,7 +50,7 @@ class _Family:
 
 @dataclass
 class TrajectoryResult:
-    """``bound``: a lower bound on the model's latency objective (integer microseconds,
+    """``bound``: a lower bound on the model's latency objective (integer ticks,
     valid for every schedule of the instance); ``schedule``: the best schedule of the
     restricted master (None when it found none); ``lp``: the last master's value;
     ``converged``: no column prices out (the bound is the master's optimum)."""
@@ -367,7 +367,7 @@ class TrajectoryRelaxation:
         integer master over the columns found (up to 70% of the time spent in all); then,
         if the column generation converged, branching on the unfinished counts raises the
         bound until it is within ``gap`` of the best schedule known (``upper``, in the
-        model's microseconds, or the integer master's) or the time is up."""
+        model's ticks, or the integer master's) or the time is up."""
         started = time.perf_counter()
         end = started + time_limit_s
         self._add_schedule(start)

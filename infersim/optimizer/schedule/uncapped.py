@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.model import IntEnvelope, to_us
+from infersim.optimizer.schedule.model import IntEnvelope
 from infersim.simulator.schedulers.fixed import FixedStep
 
 
@@ -77,7 +77,7 @@ def first_tokens(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray | None
 def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
                      ) -> tuple[int, bool] | None:
     """A lower bound on the model's latency objective (sum of finish - arrival, integer
-    microseconds) for any schedule, with or without preemption, and whether it is the
+    ticks) for any schedule, with or without preemption, and whether it is the
     relaxation's proven optimum (else the search ran out of ``seconds``). None when the
     relaxation's canonical form is not known to hold (see ``first_tokens``)."""
     taus = first_tokens(inst, ienv)
@@ -117,8 +117,8 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
     the least; the best schedule's steps as the request ids they hold, empty unless
     proven)."""
     steps = _Steps(ienv)
-    order = np.argsort(to_us(inst.arrival_s), kind="stable")
-    a = [int(v) for v in to_us(inst.arrival_s)[order]]
+    order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
+    a = [int(v) for v in ienv.ticks(inst.arrival_s)[order]]
     prompt = [int(v) for v in inst.prompt[order]]
     out = [int(v) for v in inst.output[order]]
     tau = [int(v) for v in np.asarray(firsts)[order]]

@@ -29,13 +29,13 @@ from ortools.sat.python import cp_model
 
 from infersim.optimizer.schedule.arrivals import makespan_floors
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.model import IntEnvelope, to_us
+from infersim.optimizer.schedule.model import IntEnvelope
 
 
 def _window_model(inst: ScheduleInstance, ienv: IntEnvelope, h: int, upper: int):
     """The CP-SAT model for arrival ``h``; its objective is Q x (E + W's time) in
-    microseconds (Q: the envelope's scale)."""
-    a = to_us(inst.arrival_s)
+    ticks (Q: the envelope's scale)."""
+    a = ienv.ticks(inst.arrival_s)
     P, out, L = inst.prompt.tolist(), inst.output.tolist(), inst.length.tolist()
     bud, m, Q = inst.max_num_batched_tokens, ienv.min_step, ienv.q
     pieces = [tuple(int(v) for v in row) for row in ienv.coef if row[0] >= 0]
@@ -119,10 +119,10 @@ def _window_model(inst: ScheduleInstance, ienv: IntEnvelope, h: int, upper: int)
 def makespan_windows(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float, upper: int,
                      num_workers: int = 2, seed: int = 0) -> int:
     """A lower bound on the model's makespan without preemption (last finish - first
-    arrival, microseconds), at most ``upper``: the best over arrivals of the model above,
+    arrival, ticks), at most ``upper``: the best over arrivals of the model above,
     the arrivals with the highest ``makespan_floors`` first, each given half the time left
     (0 if none was solved in time)."""
-    a_min = int(to_us(inst.arrival_s).min())
+    a_min = int(ienv.ticks(inst.arrival_s).min())
     floors = makespan_floors(inst, ienv)
     deadline = time.perf_counter() + seconds
     best = 0
