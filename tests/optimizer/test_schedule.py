@@ -736,11 +736,17 @@ def test_solver_with_arrivals_starts_from_the_floor(cost, objective):
 
     inst = _random_instance(1, n=8)  # arrivals spread in time
     env = envelope_for(cost, inst)
-    res = solve_schedule(inst, env, objective, time_limit_s=2).result
+    sol = solve_schedule(inst, env, objective, time_limit_s=2)
+    res = sol.result
     floor = {"latency": latency_floor, "makespan": makespan_floor}[objective]
     ienv = model_envelope(inst, env, objective)  # the makespan counts tenths of microseconds
     assert ienv.per_s == (10**7 if objective == "makespan" else 10**6)
     assert floor(inst, ienv) / ienv.per_s - 1e-9 <= res.bound <= res.incumbent + 1e-9
+    # the progress log is in the reported units: each bound under its incumbent, none
+    # above the final bound, no incumbent below the final one
+    assert sol.progress
+    assert all(b <= v + 1e-9 and b <= res.bound + 1e-9 and v >= res.incumbent - 1e-9
+               for _, v, b in sol.progress)
     assert res.bound_source in ("arrival waits", "no engine limits", "groups solved alone",
                                 "work after arrivals", "work before and after arrivals",
                                 "CP-SAT")

@@ -47,7 +47,7 @@ class ScheduleSolution:
     schedule: list[FixedStep]
     trace: ScheduleTrace
     envelope: StepEnvelope
-    progress: list[tuple[float, float, float]]  # (wall s, incumbent, bound) in model units
+    progress: list[tuple[float, float, float]]  # (wall s, incumbent, bound) as reported
 
 
 def model_envelope(inst: ScheduleInstance, envelope: StepEnvelope, objective: str
@@ -326,7 +326,11 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         return steps, steps < needed
 
     def run(sm: ScheduleModel, seconds: float, shrink_at: float = -math.inf,
-            lns_only: bool = False, gap: float = gap_limit, first: bool = False):
+            lns_only: bool = False, gap: float = gap_limit, first: bool = False,
+            relaxed: bool = False):
+        """Solve ``sm``; ``first``: stop at its first schedule (a model of fewer steps: its
+        bound holds for it alone), ``relaxed``: its schedules are not the instance's (its
+        bound holds). The progress log keeps what holds for the instance."""
         solver = cp_model.CpSolver()
         prm = solver.parameters
         prm.max_time_in_seconds = float(seconds)
@@ -346,11 +350,19 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         solve_time += solver.wall_time
         solutions += cb.count
         offset = time.perf_counter() - started - solver.wall_time
-        progress_log.extend((offset + w, o, b) for w, o, b in cb.log)
+        progress_log.extend((offset + w, best if relaxed else o, bound if first else b)
+                            for w, o, b in cb.log)
         status = STATUS.get(code, "UNKNOWN")
         if status == "MODEL_INVALID":
             raise SolverError(f"the schedule model is invalid: {sm.model.validate()}")
         return solver, cb, status
+
+    def take_bound(solver: cp_model.CpSolver, status: str) -> None:
+        """Take a phase's bound (its model capped at ``upper``) when it beats the bound."""
+        nonlocal bound, bound_source
+        if status in ("OPTIMAL", "FEASIBLE") and solver.best_objective_bound > bound:
+            bound = min(solver.best_objective_bound, upper)
+            bound_source = "CP-SAT"
 
     def adopt(cb: _Progress) -> None:
         """Take a phase's best complete schedule when it beats the incumbent."""
@@ -433,7 +445,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         sm = ScheduleModel(relaxed, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity)
         sm.hint(hint_trace)
-        solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3)
+        solver, cb, st = run(sm, relax_share * time_limit_s, gap=5e-3, relaxed=True)
         if st in ("OPTIMAL", "FEASIBLE"):
             lower = max(lower or 0, math.ceil(solver.best_objective_bound - 1e-6))
             if min(lower, upper) > bound:
@@ -476,7 +488,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
                            kv_granularity, lower=lower)
         sm.hint(hint_trace)
-        adopt(run(sm, lns_time, lns_only=True)[1])
+        solver, cb, status = run(sm, lns_time, lns_only=True)
+        take_bound(solver, status)
+        adopt(cb)
     while True:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
@@ -504,9 +518,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if status == "INFEASIBLE":
             raise SolverError("the schedule model is infeasible although the warm start ran "
                               "(a bug; please report it with the instance)")
-        if status in ("OPTIMAL", "FEASIBLE") and solver.best_objective_bound > bound:
-            bound = min(solver.best_objective_bound, upper)
-            bound_source = "CP-SAT"
+        take_bound(solver, status)
         adopt(cb)
         if not cb.shrink or deadline - time.perf_counter() < 1.0:
             break
@@ -525,4 +537,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         warm_start_value=to_report_units(inst, ienv, report_objective, first_upper),
         solutions=solutions, model_size=size, bound_source=bound_source)
     trace = run_schedule(inst, best_steps, envelope.seconds)
-    return ScheduleSolution(result, best_steps, trace, envelope, progress_log)
+    progress = [(w, to_report_units(inst, ienv, report_objective, o),
+                 to_report_units(inst, ienv, report_objective, b) if math.isfinite(b)
+                 else -math.inf) for w, o, b in progress_log]
+    return ScheduleSolution(result, best_steps, trace, envelope, progress)
