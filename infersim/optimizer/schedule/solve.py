@@ -236,9 +236,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     time; LNS then searches for schedules for the rest of it). The makespan of a burst is
     solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
     and call the incumbent optimal once (incumbent - bound) / incumbent is below it
-    (default 0.01%). The model rounds each step up to a microsecond (the makespan with
-    arrivals: a tenth of one), which can leave up to 0.01% between the model's optimum and
-    a bound that rounds less.
+    (default 0.01%). The model rounds each step up to a tick (``model_envelope``), which
+    bounds that round once do not see.
     Multi-worker CP-SAT is not bit-deterministic when the time limit stops it: the same
     seed can give a different incumbent and bound. docs/optimizer.md has the details."""
     if objective not in OBJECTIVES:
