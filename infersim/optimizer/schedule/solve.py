@@ -455,14 +455,18 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     # bound). Any schedule of k steps (with the incumbent's cost as a cap the first one can
     # take long to find; without it, seconds) starts the LNS below, and a proof that k steps
     # are too few is a bound: the least busy time of k + 1 steps. (The makespan with
-    # arrivals waits for them: fewer steps do not make it shorter, and LNS gets the time.)
+    # arrivals waits for them: fewer steps do not make it shorter, and LNS gets the time.
+    # With preemption the first k gets a third of the phase: its model can neither find
+    # nor refute a schedule in the whole phase, and the bound search needs the time.)
     if objective == "cost" and steps_share > 0:
         k_min = max(int((-(-inst.prompt // inst.max_num_batched_tokens) + inst.output - 1).max()),
                     sampling_step_bounds(inst, kv_granularity)[-1][1])
         phase_end = min(time.perf_counter() + steps_share * time_limit_s, deadline)
-        k = n_hint - 1
+        k = first_k = n_hint - 1
         while k >= k_min:
             left = phase_end - time.perf_counter()
+            if preemption and k == first_k:
+                left = min(left, steps_share * time_limit_s / 3)
             if left <= 0.05:
                 break
             sm = ScheduleModel(inst, ienv, objective, preemption, k, False, None, kv_granularity)
