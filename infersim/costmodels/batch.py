@@ -23,7 +23,7 @@ class BatchShape:
     prefill_context: int = 0  # sum of k over prefill sequences
     prefill_qk: float = 0.0  # sum of q * k
     prefill_qq: float = 0.0  # sum of q * (q + 1) / 2
-    sampled: int = 0  # sequences that emit a token this step (LM head rows)
+    sampled: int = 0  # LM head rows (vLLM V1: one per sequence, partial prefills too)
 
     @property
     def num_seqs(self) -> int:

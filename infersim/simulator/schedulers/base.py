@@ -64,7 +64,9 @@ class StepPlan:
     def add(self, req: Request, new: int) -> None:
         """Schedule ``new`` tokens of ``req`` (its num_computed is still the old value).
         More than it has to compute is a decode verifying ``new - 1`` drafts (q = 1 + K,
-        every row sampled: the target scores each draft)."""
+        every row sampled: the target scores each draft). Every sequence has an LM head
+        row, a partial prompt chunk too: vLLM V1 computes logits at each scheduled request's
+        last token and discards the token a partial prefill samples."""
         self.scheduled.append((req, new))
         todo = req.prompt_len + req.num_output - req.num_computed
         if new > todo:
@@ -72,9 +74,9 @@ class StepPlan:
             self.spec_tokens += new - todo
             self.count(new, req.num_computed, new)
         else:
-            self.count(new, req.num_computed, new == todo)
+            self.count(new, req.num_computed, 1)
 
-    def count(self, q: int, k: int, sampled: bool, sign: int = 1) -> None:
+    def count(self, q: int, k: int, sampled: int, sign: int = 1) -> None:
         """Account one sequence computing ``q`` tokens on ``k`` cached ones (also used for
         padding that computes but belongs to no request; ``sign`` -1 takes one out)."""
         if q == 1:
@@ -99,7 +101,7 @@ class StepPlan:
                     self.spec_tokens -= new - todo
                     self.count(new, req.num_computed, new, -1)
                 else:
-                    self.count(new, req.num_computed, new == todo, -1)
+                    self.count(new, req.num_computed, 1, -1)
                 return
 
     @property
