@@ -91,9 +91,13 @@ def uncapped_schedule(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
                       ) -> list[FixedStep] | None:
     """Every request's whole prompt in the first step after its arrival, then a decode in
     every step until it ends, with the idle times best for that without the engine's limits
-    (its decodes' KV reads counted as the prompt's), never waiting for more tokens than the
-    budget; None when the search runs out of ``seconds``. It may still break the engine's
-    limits (the caller checks)."""
+    (its decodes' KV reads counted as the prompt's); where the prompts arrived exceed the
+    token budget, those that arrived last wait for a later step, and the engine never idles
+    for more tokens than the budget. None when the search runs out of ``seconds`` (or a
+    prompt exceeds the budget). It may still break the cache or the sequence cap (the
+    caller checks)."""
+    if (inst.prompt > inst.max_num_batched_tokens).any():
+        return None
     _, proven, steps = _best_idling(inst, ienv, inst.prompt, seconds,
                                     inst.max_num_batched_tokens)
     if not proven:
@@ -194,8 +198,15 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
             now = sum(1 for v in a if v <= s)
             members = [j for j in range(now) if rem[j] > 0]
             held = content(members, rem)
-            if s > s0 and held[0] > budget:
-                continue  # waiting for more prompts than the budget takes
+            if held[0] > budget:
+                if s > s0:
+                    continue  # waiting for more prompts than the budget takes
+                # arrivals join in order while their prompts fit the budget; the rest wait
+                now, tokens = joined, sum(1 for j in range(joined) if rem[j] > 0)
+                while now < n and a[now] <= s and tokens + first[now][0] <= budget:
+                    tokens, now = tokens + first[now][0], now + 1
+                members = [j for j in range(now) if rem[j] > 0]
+                held = content(members, rem)
             end = s + steps.duration(*held)
             nrem = list(rem)
             for j in members:
