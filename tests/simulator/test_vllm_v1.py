@@ -40,6 +40,18 @@ def test_first_token_only_when_the_prompt_completes(make_v1, new_request):
     assert r.num_output == 1
 
 
+def test_a_partial_prompt_chunk_has_an_lm_head_row(make_v1, new_request):
+    # vLLM V1 computes logits at every scheduled request's last token, a partial prefill's
+    # too (its sampled token is discarded): the step's LM head rows are its sequences
+    sched = make_v1(max_num_batched_tokens=100)
+    r = new_request(0, 250, 2)
+    sched.add(r)
+    plan = sched.schedule(0.0)
+    assert plan.scheduled == [(r, 100)] and plan.shape.sampled == 1
+    sched.complete(plan, 1.0, [])
+    assert r.num_output == 0
+
+
 def test_long_prefill_threshold_caps_chunks_and_shares_the_budget(make_v1, new_request):
     sched = make_v1(max_num_batched_tokens=2048, long_prefill_token_threshold=512)
     for i in range(3):
