@@ -26,12 +26,13 @@ from infersim.optimizer.schedule.model import (
     int_trace,
     sampling_step_bounds,
 )
+from infersim.optimizer.schedule.prefix import makespan_prefix
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
 from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
-from infersim.optimizer.schedule.windows import makespan_windows
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
+PREFIX_SOURCE = "steps before an arrival"
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
           cp_model.MODEL_INVALID: "MODEL_INVALID"}
@@ -54,7 +55,7 @@ def model_envelope(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    ) -> IntEnvelope:
     """``envelope`` in the model's integer ticks for ``objective``: microseconds, but tenths
     of one for the makespan with arrivals spread in time. The model rounds each step up to a
-    tick, and that makespan's bound (``windows.makespan_windows``) rounds once, so whole
+    tick, and that makespan's bound (``prefix.makespan_prefix``) rounds W once, so whole
     microseconds can leave more than the 0.01% gap limit between them; finer ticks slow the
     search for the other objectives and gain nothing there."""
     spread = inst.n > 0 and float(inst.arrival_s.max()) > float(inst.arrival_s.min())
@@ -207,7 +208,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.3,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
-                   uncapped_share: float = 0.1, windows_share: float = 0.1) -> ScheduleSolution:
+                   uncapped_share: float = 0.1, prefix_share: float = 0.5) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -231,13 +232,14 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     start) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
     arrival order, each solved alone (``groups_share`` of the time). The makespan with
     arrivals spread in time is at least the work left after an arrival
-    (``arrivals.makespan_floor``) and, without preemption, at least the relaxation that
-    also fits the work before it (``windows.makespan_windows``, ``windows_share`` of the
-    time; LNS then searches for schedules for the rest of it). The makespan of a burst is
-    solved as its busy time (the engine never needs to idle). ``gap_limit``: stop
-    and call the incumbent optimal once (incumbent - bound) / incumbent is below it
-    (default 0.01%). The model rounds each step up to a tick (``model_envelope``), which
-    bounds that round once do not see.
+    (``arrivals.makespan_floor``) and, without preemption, at least the least over k of
+    the model of the k steps that start before an arrival with the work after it summed
+    (``prefix.makespan_prefix``, ``prefix_share`` of the time; its models' optima,
+    completed, are candidate incumbents; LNS then searches for schedules for the rest).
+    The makespan of a burst is solved as its busy time (the engine never needs to idle).
+    ``gap_limit``: stop and call the incumbent optimal once (incumbent - bound) /
+    incumbent is below it (default 0.01%). The model rounds each step up to a tick
+    (``model_envelope``), which bounds that round once do not see.
     Multi-worker CP-SAT is not bit-deterministic when the time limit stops it: the same
     seed can give a different incumbent and bound. docs/optimizer.md has the details."""
     if objective not in OBJECTIVES:
@@ -422,16 +424,21 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         floor = min(makespan_floor(inst, ienv), upper)
         if floor > bound:
             bound, bound_source, lower = floor, "work after arrivals", floor
-        # without preemption, the steps before an arrival must also hold the work done there
-        if not preemption and windows_share > 0:
+        # without preemption: the steps before an arrival exactly, the work after it summed
+        # (its models' optima, completed, are schedules too)
+        if not preemption and prefix_share > 0:
             t0 = time.perf_counter()
-            windows = makespan_windows(inst, ienv, windows_share * time_limit_s, upper,
-                                       num_workers, seed)
+            found = makespan_prefix(inst, ienv, prefix_share * time_limit_s, upper,
+                                    num_workers, seed, gap_limit)
             solve_time += time.perf_counter() - t0
-            if windows > bound:
-                bound, bound_source, lower = windows, "work before and after arrivals", windows
+            if found.schedule is not None and found.value < best:
+                best_steps, best, upper = found.schedule, float(found.value), found.value
+                hint_trace = int_trace(inst, ienv, best_steps)
+                n_hint = hint_trace.num_steps
+            if found.bound > bound:
+                bound, bound_source, lower = found.bound, PREFIX_SOURCE, found.bound
             if relative_gap(best, bound) <= gap_limit:
-                deadline = time.perf_counter()  # the warm start is proven optimal
+                deadline = time.perf_counter()  # the incumbent is proven optimal
     blocks = int((-(-inst.length // inst.block_size)).sum())
     big = inst.n * horizon(upper, n_hint)[0] >= 1500
     # small instances: after a short LNS phase for the incumbent the bound is the hard part,
@@ -482,9 +489,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             if relative_gap(best, bound) <= gap_limit:
                 deadline = time.perf_counter()  # the incumbent is proven optimal
     # 3. large neighbourhood search alone for a better incumbent, then the full model (all
-    # of the time left when the relaxation of the work before and after arrivals gave the
-    # bound: CP-SAT's own bound search does not come near it)
-    lns_time = min((1.0 if bound_source == "work before and after arrivals" else lns_share)
+    # of the time left when the steps before an arrival gave the bound: CP-SAT's own bound
+    # search does not come near it)
+    lns_time = min((1.0 if bound_source == PREFIX_SOURCE else lns_share)
                    * time_limit_s, deadline - time.perf_counter())
     if (big or (bound_search and objective != "latency")) and lns_time > 0.05:
         steps, tail = horizon(upper, n_hint)
