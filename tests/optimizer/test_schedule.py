@@ -981,6 +981,61 @@ def test_uncapped_bound_holds_for_every_schedule_and_the_optimum(cost, preemptio
     assert tight >= 2 and above >= 2
 
 
+def test_uncapped_whole_prompts_with_exact_reads_bound_every_schedule(cost):
+    # the second canonical form (whole prompts, sample i reading P + i) holds unless many
+    # requests finish in one step: it is never below the form with prompts cut to tau,
+    # passes it on one instance, and stays below random engine-valid schedules (with
+    # preemption), greedy ones and CP-SAT's proven optimum with preemption; a schedule where
+    # all finish together is above the floor for that
+    from infersim.optimizer.schedule.greedy import greedy_schedule
+    from infersim.optimizer.schedule.uncapped import (
+        _best_idling,
+        exchange_threshold,
+        first_tokens,
+        simultaneous_floor,
+        uncapped_latency,
+    )
+
+    def forms(inst, ienv):
+        count = exchange_threshold(inst, ienv)
+        assert count >= inst.n  # a few requests: no step can hold that many finishing
+        assert simultaneous_floor(inst, ienv, count) is None
+        whole = _best_idling(inst, ienv, inst.prompt, 10, exact_reads=True)[0]
+        cut = _best_idling(inst, ienv, first_tokens(inst, ienv), 10)[0]
+        assert whole >= cut and uncapped_latency(inst, ienv, 10)[0] == whole
+        return whole, cut
+
+    walk = np.random.default_rng(5)
+    for seed in range(3):  # short prompts: random walks over engine states stay small
+        arrival = np.sort(np.random.default_rng(seed).uniform(0, 0.004, 4))
+        inst = instance(arrival, [4, 2, 6, 3], [2, 3, 1, 2], budget=4, seqs=4, blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        whole = forms(inst, ienv)[0]
+        for _ in range(10):
+            tr = int_trace(inst, ienv, _random_schedule(inst, walk, True))
+            assert tr.objective("latency") >= whole
+    passes = 0
+    for seed in (0, 2, 3, 6):
+        inst = _arrivals_instance(seed)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        whole, cut = forms(inst, ienv)
+        passes += whole > cut
+        a = ienv.ticks(inst.arrival_s)
+        for holds in ((), (0,), (0, 1, 2)):
+            sched = greedy_schedule(inst, "fcfs", ienv.duration, a, holds)
+            assert int_trace(inst, ienv, sched).objective("latency") >= whole
+        if seed in (0, 2):
+            assert whole <= _proven_optimum(inst, ienv, "latency", True, max_steps=30)
+    assert passes >= 1
+    # three requests queued at once, finishing in the same step
+    inst = instance([0, 0, 0], [8, 5, 3], [3, 3, 3], budget=64, seqs=4, blocks=40, bs=4)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    together = [FixedStep(((0, 8), (1, 5), (2, 3)))] + [FixedStep(((0, 1), (1, 1), (2, 1)))] * 2
+    assert simultaneous_floor(inst, ienv, 3) <= int_trace(inst, ienv, together).objective(
+        "latency")
+    assert simultaneous_floor(inst, ienv, 4) is None
+
+
 def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost):
     # stopped at once it returns the least bound of its open states (below the optimum);
     # where one more request lengthens a step by n-ths of the shortest step it gives nothing

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from infersim.optimizer.schedule.arrivals import own_time
 from infersim.optimizer.schedule.instance import ScheduleInstance
 from infersim.optimizer.schedule.model import IntEnvelope
 from infersim.simulator.schedulers.fixed import FixedStep
@@ -48,8 +49,14 @@ class _Steps:
 
     def increase(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
         """The most a step can lengthen when these features are added to it."""
+        return max(0, self.change(tokens, seqs, kv, sampled))
+
+    def change(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
+        """The most a step's duration can change (negative: at least shorten by) when its
+        features change by these amounts (of either sign): the duration rounds up, and
+        ceil(u) - ceil(v) <= ceil(u - v)."""
         top = max(b * tokens + g * seqs + d * kv + e * sampled for _, b, g, d, e in self.rows)
-        return max(0, -(-top // self.q))
+        return -(-top // self.q)
 
 
 def first_tokens(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray | None:
@@ -74,17 +81,71 @@ def first_tokens(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray | None
     return taus
 
 
+def exchange_threshold(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
+    """With whole prompts and exact KV reads (sample i reads P + i): the fewest other
+    requests that must finish in one step for an exchange there to fail to pay (0: no
+    exchange is known to pay). Each exchange runs a request's next piece (a decode, its
+    whole prompt or its last chunk) in the step just before, which it skipped after its
+    arrival, or merges its last chunk into its chunk in the step just before, and shifts
+    its later steps one earlier: that step lengthens by at most ``big`` (those finishing in
+    it wait that much longer), the next one gets the piece's place (shorter by about the
+    piece), every later step reads one more token of it, so all later finishes move by at
+    most ``small`` and the request finishes at least the shortest step m, less ``small``,
+    earlier. It pays when f x big + n x small < m (f: the others finishing in that step)."""
+    steps, n, m = _Steps(ienv), inst.n, ienv.min_step
+    if (ienv.coef[:, 1:] < 0).any() or m < 1:
+        return 0
+    big = small = 0
+    for p, o in zip(inst.prompt.tolist(), inst.output.tolist(), strict=True):
+        later = o * steps.increase(0, 0, 1, 0)  # its later steps each read one more token
+        # (added to the earlier step, change of the step it came from)
+        cases = [((1, 1, p + o - 1, 1), (0, 0, 1, 0))]  # a decode
+        for c in range(1, p + 1):
+            cases.append(((c, 1, p, 1), (1 - c, 0, 1, 0)))  # last (or whole) prompt piece
+            if c < p:  # merged into the chunk before it (same sequence, reads its rest)
+                cases.append(((c, 0, p - 1, 1), (1 - c, 0, 1, 0)))
+        for added, diff in cases:
+            inc = steps.increase(*added)
+            big = max(big, inc)
+            small = max(small, inc + steps.change(*diff) + later)
+    room = m - n * small
+    return -(-room // big) if room > 0 and big > 0 else 0
+
+
+def simultaneous_floor(inst: ScheduleInstance, ienv: IntEnvelope, count: int) -> int | None:
+    """A lower bound on the model's latency objective for the schedules in which ``count``
+    requests finish in the same step (None: none can): every request at least its own time
+    (``arrivals.own_time``), and those ``count`` all at the time T of the latest of them to
+    be able to finish, T - arrival each (the best T and set)."""
+    ready = ienv.ticks(inst.arrival_s) + own_time(inst, ienv)
+    extras = [np.sort((t - ready)[ready <= t])[:count].sum() for t in np.unique(ready)
+              if (ready <= t).sum() >= count]
+    if not extras:
+        return None
+    return int(own_time(inst, ienv).sum()) + int(min(extras))
+
+
 def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
                      ) -> tuple[int, bool] | None:
     """A lower bound on the model's latency objective (sum of finish - arrival, integer
     ticks) for any schedule, with or without preemption, and whether it is the
-    relaxation's proven optimum (else the search ran out of ``seconds``). None when the
-    relaxation's canonical form is not known to hold (see ``first_tokens``)."""
+    relaxation's proven optimum (else the search ran out of ``seconds``). The better of two
+    canonical forms: prompts charged ``first_tokens`` each and reads of the prompt alone,
+    where n x any step's lengthening < m; and whole prompts with exact reads, unless
+    ``exchange_threshold`` requests finish in one step (a schedule that does is no better
+    than ``simultaneous_floor``). None when neither form is known to hold."""
+    found = []
     taus = first_tokens(inst, ienv)
-    if taus is None:
-        return None
-    value, proven, _ = _best_idling(inst, ienv, taus, seconds)
-    return value, proven
+    if taus is not None:
+        value, proven, _ = _best_idling(inst, ienv, taus, seconds / 2)
+        found.append((value, proven))
+    count = exchange_threshold(inst, ienv)
+    if count > 0:
+        value, proven, _ = _best_idling(inst, ienv, inst.prompt, seconds / 2,
+                                        exact_reads=True)
+        floor = simultaneous_floor(inst, ienv, count)
+        found.append((value if floor is None else min(value, floor), proven))
+    return max(found) if found else None
 
 
 def uncapped_schedule(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
@@ -112,13 +173,14 @@ def uncapped_schedule(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
 
 
 def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
-                 seconds: float, budget: float = math.inf
+                 seconds: float, budget: float = math.inf, exact_reads: bool = False
                  ) -> tuple[int, bool, list[tuple[int, ...]]]:
     """Best-first search over the idle times of the schedules in which every request runs in
     every step from the first one starting at or after its arrival (``firsts`` prompt tokens
-    in it) to its end, never waiting for more tokens than ``budget``. Returns (the least
-    latency, or the least bound of the open states when ``seconds`` run out; whether it is
-    the least; the best schedule's steps as the request ids they hold, empty unless
+    in it) to its end, never waiting for more tokens than ``budget``; each sample reads the
+    prompt's KV, or with ``exact_reads`` its whole context (sample i: P + i). Returns (the
+    least latency, or the least bound of the open states when ``seconds`` run out; whether
+    it is the least; the best schedule's steps as the request ids they hold, empty unless
     proven)."""
     steps = _Steps(ienv)
     order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
@@ -129,15 +191,22 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
     n = len(a)
     # role contents (tokens, seqs, kv, samples): the first sample's step, then each decode
     first = [(tau[j], 1, prompt[j], 1) for j in range(n)]
-    decode = [(1, 1, prompt[j], 1) for j in range(n)]
-    own = [steps.duration(*first[j]) + (out[j] - 1) * steps.duration(*decode[j])
+    extra = 1 if exact_reads else 0
+
+    def role(j: int, left: int) -> tuple[int, int, int, int]:
+        """Request j's content in a step where it has ``left`` samples to go."""
+        if left == out[j]:
+            return first[j]
+        return 1, 1, prompt[j] + extra * (out[j] - left), 1
+
+    own = [sum(steps.duration(*role(j, left)) for left in range(1, out[j] + 1))
            for j in range(n)]
     future_own = [*reversed([*itertools.accumulate(reversed(own))]), 0]  # j.. n-1
 
     def content(members, rem) -> tuple[int, int, int, int]:
         t = s = k = x = 0
         for j in members:
-            c = first[j] if rem[j] == out[j] else decode[j]
+            c = role(j, rem[j])
             t, s, k, x = t + c[0], s + c[1], k + c[2], x + c[3]
         return t, s, k, x
 
@@ -154,7 +223,7 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
             k += 1
             tk = sk = kk = xk = 0
             for j in active:
-                c = first[j] if left[j] - k + 1 == out[j] else decode[j]
+                c = role(j, left[j] - k + 1)
                 tk, sk, kk, xk = tk + c[0], sk + c[1], kk + c[2], xk + c[3]
             total += steps.duration(tk, sk, kk, xk) * len(active)
             active = [j for j in active if left[j] > k]
