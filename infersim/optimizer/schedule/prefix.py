@@ -199,11 +199,13 @@ def _complete(inst: ScheduleInstance, ienv: IntEnvelope, prefix: list[FixedStep]
 def makespan_prefix(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float, upper: int,
                     num_workers: int = 2, seed: int = 0, gap: float = 1e-4) -> PrefixBound:
     """The bound above, for the arrivals with the highest ``makespan_floors`` first (each
-    given half the time left), until it is within ``gap`` of the best makespan known
-    (``upper``, or a schedule found) or ``seconds`` run out. Per arrival, each k starts at
-    the arrival's floor; the k with the lowest bound not yet proven (the largest k first)
-    is solved next, for the time left shared by those open, below the best makespan known
-    then (a schedule found makes the others quicker to refute)."""
+    given three quarters of the time left), until it is within ``gap`` of the best makespan
+    known (``upper``, or a schedule found) or ``seconds`` run out. Per arrival, each k starts
+    at the arrival's floor; the k with the lowest bound not yet proven (the largest k first;
+    each open k once before any again) is solved next, for the time left shared by those
+    open (at least ``SLICE_S``), only for makespans more than ``gap`` below the best known
+    then: a schedule found makes the others quicker to refute, and a model with none is
+    refuted rather than solved."""
     a = ienv.ticks(inst.arrival_s)
     a_min, m = int(a.min()), ienv.min_step
     floors = makespan_floors(inst, ienv)
@@ -215,7 +217,7 @@ def makespan_prefix(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float, u
             break
         if h <= a_min:
             continue
-        h_end = now + (deadline - now) / 2
+        h_end = now + 0.75 * (deadline - now)
         k_max = (h - 1 - a_min) // m + 1
         low = dict.fromkeys(range(k_max + 1), math.ceil(floors[h] - 1e-9))
         tries = dict.fromkeys(low, 0)
@@ -227,14 +229,16 @@ def makespan_prefix(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float, u
             share = min(left, max(left / len(open_k), SLICE_S))
             if share <= 0.01 or relative_gap(value, low[k]) <= gap:
                 break
-            status, bound, found = _solve_k(inst, ienv, h, k, value, share, num_workers,
+            # only a makespan more than ``gap`` below the best known matters
+            target = math.floor(value * (1 - gap))
+            status, bound, found = _solve_k(inst, ienv, h, k, target, share, num_workers,
                                             seed, gap)
             if found is not None:
                 v = round(int_trace(inst, ienv, found).objective("makespan"))
                 if v < value:
                     schedule, value = found, v
             if status == cp_model.INFEASIBLE:
-                low[k] = max(low[k], value)  # nothing below the best known then
+                low[k] = max(low[k], target + 1)  # nothing at or below the target
             else:
                 low[k] = max(low[k], bound)
             if status in (cp_model.INFEASIBLE, cp_model.OPTIMAL):
@@ -246,9 +250,9 @@ def makespan_prefix(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float, u
 def _solve_k(inst: ScheduleInstance, ienv: IntEnvelope, h: int, k: int, upper: int,
              seconds: float, num_workers: int, seed: int, gap: float
              ) -> tuple[int, int, list[FixedStep] | None]:
-    """Solve the model of ``k`` steps before ``h`` below ``upper``: (CP-SAT's status, its
-    bound (0 if none), its best solution completed into a schedule or None)."""
-    sm = _PrefixModel(inst, ienv, h, k, upper - 1)
+    """Solve the model of ``k`` steps before ``h`` at or below ``upper``: (CP-SAT's
+    status, its bound (0 if none), its best solution completed into a schedule or None)."""
+    sm = _PrefixModel(inst, ienv, h, k, upper)
     solver = cp_model.CpSolver()
     prm = solver.parameters
     prm.max_time_in_seconds = seconds

@@ -107,7 +107,8 @@ def exchange_threshold(inst: ScheduleInstance, ienv: IntEnvelope) -> int:
         for added, diff in cases:
             inc = steps.increase(*added)
             big = max(big, inc)
-            small = max(small, inc + steps.change(*diff) + later)
+            # the next step starts at most inc later and changes by diff; later ones read more
+            small = max(small, max(0, inc + steps.change(*diff)) + later)
     room = m - n * small
     return -(-room // big) if room > 0 and big > 0 else 0
 
