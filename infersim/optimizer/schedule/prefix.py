@@ -30,7 +30,7 @@ from ortools.sat.python import cp_model
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.arrivals import makespan_floors
 from infersim.optimizer.schedule.instance import ScheduleInstance
-from infersim.optimizer.schedule.model import IntEnvelope, int_trace
+from infersim.optimizer.schedule.model import IntEnvelope, _reached, int_trace
 from infersim.optimizer.schedule.result import relative_gap
 from infersim.simulator.schedulers.fixed import FixedStep
 
@@ -80,7 +80,8 @@ class _PrefixModel:
                 m.add(t[s] >= a[r]).only_enforce_if(y)
                 c = m.new_int_var(0, L[r], f"c{r}_{s}")
                 m.add(c == c_prev + x)
-                p, f = _at_least(m, c, P[r], f"p{r}_{s}"), _at_least(m, c, L[r], f"f{r}_{s}")
+                p = _reached(m, c, P[r], L[r], f"p{r}_{s}")
+                f = _reached(m, c, L[r], L[r], f"f{r}_{s}")
                 if p_prev is None:
                     m.add(c <= P[r])
                 else:  # the prompt first (its last chunk samples), then one token per step
@@ -148,14 +149,6 @@ class _PrefixModel:
             out.append(FixedStep(run))
         end = solver.value(self.t[-1] + self.d[-1]) if self.k else 0
         return out, int(end)
-
-
-def _at_least(m: cp_model.CpModel, value, n: int, name: str):
-    """A new bool true exactly when ``value`` (>= 0) is at least ``n``."""
-    b = m.new_bool_var(name)
-    m.add(value >= n).only_enforce_if(b)
-    m.add(value <= n - 1).only_enforce_if(~b)
-    return b
 
 
 def _complete(inst: ScheduleInstance, ienv: IntEnvelope, prefix: list[FixedStep], start: int
