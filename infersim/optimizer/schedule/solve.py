@@ -14,6 +14,7 @@ from ortools.sat.python import cp_model
 
 from infersim.errors import SolverError
 from infersim.optimizer.schedule.arrivals import latency_floor, makespan_floor
+from infersim.optimizer.schedule.early_steps import early_steps_latency
 from infersim.optimizer.schedule.evaluate import ScheduleTrace, run_schedule
 from infersim.optimizer.schedule.greedy import greedy_schedules, search_holds, search_orders
 from infersim.optimizer.schedule.instance import OBJECTIVES, ScheduleInstance
@@ -33,6 +34,7 @@ from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_sche
 from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 PREFIX_SOURCE = "steps before an arrival"
+EARLY_SOURCE = "first steps exactly"
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
           cp_model.MODEL_INVALID: "MODEL_INVALID"}
@@ -208,7 +210,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    order_evals: int = 1000, relax_share: float = 0.2, steps_share: float = 0.3,
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
-                   uncapped_share: float = 0.1, prefix_share: float = 0.5) -> ScheduleSolution:
+                   uncapped_share: float = 0.1, prefix_share: float = 0.5,
+                   early_share: float = 0.5) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -229,7 +232,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     floor (``arrivals.latency_floor``), at least the optimum of the relaxation without the
     engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
     the other half to the same search with whole prompts, ``uncapped_schedule``, a warm
-    start) and at least the sum of the optima (bounds) of groups of ``group_size`` requests in
+    start), at least the branch and bound that fixes the first steps and relaxes the rest
+    that way (``early_steps.early_steps_latency``, up to ``early_share`` of the time; its
+    schedules are candidate incumbents, and where it closes the gap nothing else runs) and
+    at least the sum of the optima (bounds) of groups of ``group_size`` requests in
     arrival order, each solved alone (``groups_share`` of the time). The makespan with
     arrivals spread in time is at least the work left after an arrival
     (``arrivals.makespan_floor``) and, without preemption, at least the least over k of
@@ -408,9 +414,26 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         if found is not None and min(found[0], upper) > bound:
             bound, bound_source = min(found[0], upper), "no engine limits"
             lower = bound
+        # the first steps exactly, the rest without the engine's limits (its schedules are
+        # the instance's)
+        if early_share > 0:
+            t0 = time.perf_counter()
+            early = early_steps_latency(inst, ienv, early_share * time_limit_s, upper)
+            solve_time += time.perf_counter() - t0
+            if early is not None:
+                if early.schedule is not None and early.value < best:
+                    best_steps, best, upper = early.schedule, float(early.value), early.value
+                    hint_trace = int_trace(inst, ienv, best_steps)
+                    n_hint = hint_trace.num_steps
+                if min(early.bound, upper) > bound:
+                    bound, bound_source = min(early.bound, upper), EARLY_SOURCE
+                    lower = bound
+                if relative_gap(best, bound) <= gap_limit:
+                    deadline = time.perf_counter()  # the incumbent is proven optimal
     # 0'++. and the groups of requests solved alone: a schedule restricted to a group is one
     # of the group's, no slower, so the groups' bounds add up to a bound
-    if objective == "latency" and not burst and 0 < group_size < inst.n and groups_share > 0:
+    if (objective == "latency" and not burst and 0 < group_size < inst.n and groups_share > 0
+            and deadline > time.perf_counter()):
         grouped, spent = _groups_bound(inst, envelope, ienv, preemption,
                                        groups_share * time_limit_s, group_size, num_workers,
                                        seed)

@@ -19,10 +19,13 @@ the engine's limits it is a warm start."""
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import heapq
 import itertools
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,7 +40,7 @@ class _Steps:
     in plain integers, for the search's inner loop."""
 
     def __init__(self, ienv: IntEnvelope) -> None:
-        self.rows = [tuple(int(v) for v in row) for row in ienv.coef]
+        self.rows = list(dict.fromkeys(tuple(int(v) for v in row) for row in ienv.coef))
         self.q = ienv.q
 
     def duration(self, tokens: int, seqs: int, kv: int, sampled: int) -> int:
@@ -149,6 +152,33 @@ def uncapped_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
     return max(found) if found else None
 
 
+def suffix_bounds(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
+                  ) -> list[int] | None:
+    """Per k = 0..n, a lower bound on the latency of the requests from the k-th in arrival
+    order on, by themselves: the second form's optimum for them (at least their own times;
+    the last ones first, each search using those after it), or, where it may not hold, the
+    least latency of their schedules with ``exchange_threshold`` finishing in one step.
+    None where the second form is not known to hold."""
+    count = exchange_threshold(inst, ienv)
+    if count == 0:
+        return None
+    order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
+    steps, deadline = _Steps(ienv), time.perf_counter() + seconds
+    a = ienv.ticks(inst.arrival_s)
+    works = [Work(int(a[r]), (int(inst.prompt[r]), 1, int(inst.prompt[r]), 1),
+                  int(inst.prompt[r]), int(inst.output[r])) for r in order]
+    bounds = [0]
+    for k in range(inst.n - 1, -1, -1):
+        left = max(0.0, (deadline - time.perf_counter()) / (k + 1))
+        value = idling_search(steps, works[k:], left, alone=[0, *bounds])[0]
+        idx = order[k:]
+        sub = dataclasses.replace(inst, arrival_s=inst.arrival_s[idx], prompt=inst.prompt[idx],
+                                  output=inst.output[idx])
+        floor = simultaneous_floor(sub, ienv, count)
+        bounds.insert(0, value if floor is None else min(value, floor))
+    return bounds
+
+
 def uncapped_schedule(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
                       ) -> list[FixedStep] | None:
     """Every request's whole prompt in the first step after its arrival, then a decode in
@@ -183,26 +213,57 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
     least latency, or the least bound of the open states when ``seconds`` run out; whether
     it is the least; the best schedule's steps as the request ids they hold, empty unless
     proven)."""
-    steps = _Steps(ienv)
     order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
-    a = [int(v) for v in ienv.ticks(inst.arrival_s)[order]]
-    prompt = [int(v) for v in inst.prompt[order]]
-    out = [int(v) for v in inst.output[order]]
-    tau = [int(v) for v in np.asarray(firsts)[order]]
+    works = [Work(int(ienv.ticks(inst.arrival_s)[r]), (int(firsts[r]), 1, int(inst.prompt[r]), 1),
+                  int(inst.prompt[r]), int(inst.output[r])) for r in order]
+    value, proven, path = idling_search(_Steps(ienv), works, seconds, budget, exact_reads)
+    return value, proven, [tuple(int(order[j]) for j in members) for _, members in path]
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a request has left to do from its ``arrival`` (or the time the search starts):
+    its next sample's step content ``first`` (tokens, sequences, KV read, samples), then
+    ``samples - 1`` decodes, the i-th reading ``read + i`` KV tokens (with exact reads;
+    else ``read``)."""
+
+    arrival: int
+    first: tuple[int, int, int, int]
+    read: int
+    samples: int
+
+
+def idling_search(steps: _Steps, works: list[Work], seconds: float,
+                  budget: float = math.inf, exact_reads: bool = True,
+                  cutoff: float = math.inf, alone: list[int] | None = None
+                  ) -> tuple[int, bool, list[tuple[int, tuple]]]:
+    """``_best_idling`` over ``works`` (sorted by arrival): (least latency, the sum of
+    finish - arrival, or the least bound of the open states when ``seconds`` run out or it
+    reaches ``cutoff``; whether it is the least; the best schedule's steps as (start, the
+    indices into ``works`` it holds), empty unless proven). ``alone[i]``: a lower bound on
+    the latency of ``works[i:]`` by themselves (``suffix_bounds``), which the search uses
+    for the requests yet to arrive: restricted to them, any schedule is one of theirs,
+    no slower."""
+    a = [w.arrival for w in works]
+    first = [w.first for w in works]
+    read = [w.read for w in works]
+    out = [w.samples for w in works]
     n = len(a)
-    # role contents (tokens, seqs, kv, samples): the first sample's step, then each decode
-    first = [(tau[j], 1, prompt[j], 1) for j in range(n)]
+    if n == 0:
+        return 0, True, []
     extra = 1 if exact_reads else 0
 
     def role(j: int, left: int) -> tuple[int, int, int, int]:
         """Request j's content in a step where it has ``left`` samples to go."""
         if left == out[j]:
             return first[j]
-        return 1, 1, prompt[j] + extra * (out[j] - left), 1
+        return 1, 1, read[j] + extra * (out[j] - left), 1
 
     own = [sum(steps.duration(*role(j, left)) for left in range(1, out[j] + 1))
            for j in range(n)]
     future_own = [*reversed([*itertools.accumulate(reversed(own))]), 0]  # j.. n-1
+    if alone is not None:
+        future_own = [max(f, b) for f, b in zip(future_own, alone, strict=True)]
 
     def content(members, rem) -> tuple[int, int, int, int]:
         t = s = k = x = 0
@@ -211,25 +272,33 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
             t, s, k, x = t + c[0], s + c[1], k + c[2], x + c[3]
         return t, s, k, x
 
+    needs: dict[tuple, int] = {}
+
     def lower(at: int, joined: int, rem: tuple, cost: int) -> int:
         """cost (accrued to ``at``) plus what the requests there still need: step k from
         now holds every one of them with k or more samples left; later arrivals at least
         their own steps."""
-        there = [j for j in range(joined) if rem[j] > 0]
-        waiting = [j for j in range(joined, n) if a[j] <= at]
-        left = {j: rem[j] for j in there} | {j: out[j] for j in waiting}
-        total, k = 0, 0
-        active = sorted(left, key=left.get)
-        while active:
-            k += 1
-            tk = sk = kk = xk = 0
-            for j in active:
-                c = role(j, left[j] - k + 1)
-                tk, sk, kk, xk = tk + c[0], sk + c[1], kk + c[2], xk + c[3]
-            total += steps.duration(tk, sk, kk, xk) * len(active)
-            active = [j for j in active if left[j] > k]
-        after = joined + len(waiting)
-        return cost + total + future_own[after]
+        after = max(joined, bisect.bisect_right(a, at))
+        need = needs.get((after, rem))
+        if need is None:
+            left = {j: rem[j] for j in range(joined) if rem[j] > 0} | {
+                j: out[j] for j in range(joined, after)}
+            total = 0
+            if left:
+                # step 1 holds every piece due now; step k >= 2 a decode of each request with
+                # k or more samples left, counted by samples left
+                total = steps.duration(*content(left, left)) * len(left)
+                top = max(left.values())
+                count, reads = [0] * (top + 1), [0] * (top + 1)
+                for j, lj in left.items():
+                    count[lj] += 1
+                    reads[lj] += read[j] + extra * (out[j] - lj)
+                c = kv = 0
+                for k in range(top, 1, -1):
+                    c, kv = c + count[k], kv + reads[k]
+                    total += steps.duration(c, c, kv + extra * (k - 1) * c, c) * c
+            need = needs[after, rem] = total + future_own[after]
+        return cost + need
 
     def accrue(at: int, to: int, joined: int, rem: tuple) -> int:
         """Waiting time the requests there add while the engine idles from ``at`` to
@@ -241,7 +310,7 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
     start_rem = tuple(out)
     start_cost = 0
     heap = [(lower(a[0], 0, start_rem, start_cost), 0, a[0], 0, start_rem, start_cost)]
-    came: list[tuple[int, tuple[int, ...]]] = [(-1, ())]  # per state: (previous, its step)
+    came: list[tuple[int, int, tuple[int, ...]]] = [(-1, 0, ())]  # (previous, start, step)
     seen: dict[tuple, list[tuple[int, int]]] = {}
     deadline = time.perf_counter() + seconds
     while heap:
@@ -249,10 +318,10 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
         if joined == n and not any(rem):
             path = []
             while state > 0:
-                state, members = came[state]
-                path.append(tuple(int(order[j]) for j in members))
+                state, start, members = came[state]
+                path.append((start, members))
             return bound, True, path[::-1]
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline or bound >= cutoff:
             return bound, False, []
         busy = any(rem[j] > 0 for j in range(joined)) or (joined < n and a[joined] <= at)
         s0 = at if busy else a[joined]
@@ -288,7 +357,7 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
             if any(t <= end and c + accrue(t, end, now, nrem) <= ncost for t, c in kept):
                 continue
             kept.append((end, ncost))
-            came.append((state, tuple(members)))
+            came.append((state, s, tuple(members)))
             heapq.heappush(heap, (lower(end, now, nrem, ncost), len(came) - 1, end, now, nrem,
                                   ncost))
     raise AssertionError("the search ended without a complete schedule")
