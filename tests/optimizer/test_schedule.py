@@ -1036,6 +1036,39 @@ def test_uncapped_whole_prompts_with_exact_reads_bound_every_schedule(cost):
     assert simultaneous_floor(inst, ienv, 4) is None
 
 
+@pytest.mark.parametrize("preemption", [False, True])
+def test_early_steps_bound_every_schedule_and_close_what_the_budget_leaves(cost, preemption):
+    # prompts that arrive together and exceed the budget: fixing the first steps raises the
+    # bound without the engine's limits, never past CP-SAT's proven optimum (with or without
+    # preemption), random engine-valid schedules or the schedules it returns itself (run,
+    # they take the value it reports); on some instances it reaches the optimum
+    from infersim.optimizer.schedule.early_steps import early_steps_latency
+    from infersim.optimizer.schedule.uncapped import uncapped_latency
+
+    walk = np.random.default_rng(3)
+    raised = closed = 0
+    for seed in range(4):
+        arrival = np.sort(np.random.default_rng(seed).uniform(0, 0.002, 4))
+        inst = instance(arrival, [4, 2, 6, 3], [2, 3, 1, 2], budget=[4, 6][seed % 2], seqs=4,
+                        blocks=8, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        upper = int(int_trace(inst, ienv, serial_schedule(inst)).objective("latency"))
+        found = early_steps_latency(inst, ienv, 20, upper)
+        assert found.proven
+        root = uncapped_latency(inst, ienv, 10)[0]
+        optimum = _proven_optimum(inst, ienv, "latency", preemption)
+        assert root <= found.bound <= optimum
+        if found.schedule is not None:
+            assert found.bound <= int_trace(inst, ienv, found.schedule).objective(
+                "latency") == found.value
+        for _ in range(10):
+            tr = int_trace(inst, ienv, _random_schedule(inst, walk, preemption))
+            assert tr.objective("latency") >= found.bound
+        raised += found.bound > root
+        closed += found.bound == optimum
+    assert raised == closed == 4
+
+
 def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost):
     # stopped at once it returns the least bound of its open states (below the optimum);
     # where one more request lengthens a step by n-ths of the shortest step it gives nothing
