@@ -41,7 +41,7 @@ from infersim.simulator import SimConfig
 from infersim.simulator.schedulers.fixed import FixedStep
 
 CONFIG = ROOT / "benchmarks" / "optimal_schedule_burst.yaml"
-RATES = (200, 300, 400)
+RATES = (200, 300, 400, 600)
 
 
 def eager(inst, ienv) -> list[FixedStep]:
