@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import time
 
 import numpy as np
@@ -1067,6 +1068,12 @@ def test_early_steps_bound_every_schedule_and_close_what_the_budget_leaves(cost,
         raised += found.bound > root
         closed += found.bound == optimum
     assert raised == closed == 4
+    # the solver runs it (the relaxation is within 2% of the incumbent here) and stops there
+    res = solve_schedule(inst, envelope_for(cost, inst), "latency", preemption=preemption,
+                         time_limit_s=10).result
+    assert res.status == "OPTIMAL" and res.bound_source == "first steps exactly"
+    assert math.isclose(res.incumbent, (optimum + ienv.ticks(inst.arrival_s).sum()) / 1e6
+                        - inst.arrival_s.sum(), abs_tol=1e-9)
 
 
 def test_uncapped_search_out_of_time_still_bounds_and_refuses_costly_steps(cost):

@@ -35,7 +35,7 @@ from infersim.simulator.schedulers.fixed import FixedStep, as_steps
 
 PREFIX_SOURCE = "steps before an arrival"
 EARLY_SOURCE = "first steps exactly"
-EARLY_GAP = 0.02  # the relaxation without limits within this of the incumbent: fix first steps
+EARLY_GAP = 0.02  # the relaxation without limits this near the incumbent: the tree's full share
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
           cp_model.MODEL_INVALID: "MODEL_INVALID"}
@@ -234,9 +234,10 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
     the other half to the same search with whole prompts, ``uncapped_schedule``, a warm
     start), at least the branch and bound that fixes the first steps and relaxes the rest
-    that way (``early_steps.early_steps_latency``, up to ``early_share`` of the time, where
-    that relaxation is proven and within ``EARLY_GAP`` of the incumbent; its schedules are
-    candidate incumbents, and where it closes the gap nothing else runs) and
+    that way (``early_steps.early_steps_latency``, where that relaxation is proven: up to
+    ``early_share`` of the time if it is within ``EARLY_GAP`` of the incumbent, a fifth of
+    that otherwise; its schedules are candidate incumbents, and where it closes the gap
+    nothing else runs) and
     at least the sum of the optima (bounds) of groups of ``group_size`` requests in
     arrival order, each solved alone (``groups_share`` of the time). The makespan with
     arrivals spread in time is at least the work left after an arrival
@@ -417,13 +418,15 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             bound, bound_source = min(found[0], upper), "no engine limits"
             lower = bound
         # the first steps exactly, the rest without the engine's limits (its schedules are
-        # the instance's): where that relaxation's optimum is known and near the incumbent
-        # (further off, the cache or many crowded arrivals are what it misses, and the tree
-        # would not close: the time goes to the groups and CP-SAT)
-        if early_share > 0 and found is not None and found[1] \
-                and relative_gap(upper, found[0]) <= EARLY_GAP:
+        # the instance's), where that relaxation's optimum is known: its full share when
+        # that optimum is near the incumbent, a fifth of it otherwise (further off, the cache
+        # or many crowded arrivals are what it misses, and on large instances the tree
+        # rarely closes: the time goes to the groups and CP-SAT)
+        if early_share > 0 and found is not None and found[1]:
             t0 = time.perf_counter()
-            early = early_steps_latency(inst, ienv, early_share * time_limit_s, upper)
+            near = relative_gap(upper, found[0]) <= EARLY_GAP
+            early = early_steps_latency(inst, ienv, early_share * time_limit_s
+                                        / (1 if near else 5), upper)
             solve_time += time.perf_counter() - t0
             if early is not None:
                 if early.schedule is not None and early.value < best:
