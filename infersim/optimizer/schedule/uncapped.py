@@ -20,12 +20,11 @@ the engine's limits it is a warm start."""
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import heapq
 import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +59,29 @@ class _Steps:
         ceil(u) - ceil(v) <= ceil(u - v)."""
         top = max(b * tokens + g * seqs + d * kv + e * sampled for _, b, g, d, e in self.rows)
         return -(-top // self.q)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a request has left to do from its ``arrival`` (or the time the search starts):
+    its next sample's step content ``first`` (tokens, sequences, KV read, samples), then
+    ``samples - 1`` decodes, the i-th reading ``read + i`` KV tokens (with exact reads;
+    else ``read``)."""
+
+    arrival: int
+    first: tuple[int, int, int, int]
+    read: int
+    samples: int
+
+
+def _works(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray
+           ) -> tuple[np.ndarray, list[Work]]:
+    """(the requests in arrival order, their work from their arrivals: ``firsts`` prompt
+    tokens with the first sample, reading the prompt)."""
+    a = ienv.ticks(inst.arrival_s)
+    order = np.argsort(a, kind="stable")
+    return order, [Work(int(a[r]), (int(firsts[r]), 1, int(inst.prompt[r]), 1),
+                        int(inst.prompt[r]), int(inst.output[r])) for r in order]
 
 
 def first_tokens(inst: ScheduleInstance, ienv: IntEnvelope) -> np.ndarray | None:
@@ -162,18 +184,15 @@ def suffix_bounds(inst: ScheduleInstance, ienv: IntEnvelope, seconds: float
     count = exchange_threshold(inst, ienv)
     if count == 0:
         return None
-    order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
+    order, works = _works(inst, ienv, inst.prompt)
     steps, deadline = _Steps(ienv), time.perf_counter() + seconds
-    a = ienv.ticks(inst.arrival_s)
-    works = [Work(int(a[r]), (int(inst.prompt[r]), 1, int(inst.prompt[r]), 1),
-                  int(inst.prompt[r]), int(inst.output[r])) for r in order]
     bounds = [0]
     for k in range(inst.n - 1, -1, -1):
         left = max(0.0, (deadline - time.perf_counter()) / (k + 1))
         value = idling_search(steps, works[k:], left, alone=[0, *bounds])[0]
         idx = order[k:]
-        sub = dataclasses.replace(inst, arrival_s=inst.arrival_s[idx], prompt=inst.prompt[idx],
-                                  output=inst.output[idx])
+        sub = replace(inst, arrival_s=inst.arrival_s[idx], prompt=inst.prompt[idx],
+                      output=inst.output[idx])
         floor = simultaneous_floor(sub, ienv, count)
         bounds.insert(0, value if floor is None else min(value, floor))
     return bounds
@@ -213,24 +232,9 @@ def _best_idling(inst: ScheduleInstance, ienv: IntEnvelope, firsts: np.ndarray,
     least latency, or the least bound of the open states when ``seconds`` run out; whether
     it is the least; the best schedule's steps as the request ids they hold, empty unless
     proven)."""
-    order = np.argsort(ienv.ticks(inst.arrival_s), kind="stable")
-    works = [Work(int(ienv.ticks(inst.arrival_s)[r]), (int(firsts[r]), 1, int(inst.prompt[r]), 1),
-                  int(inst.prompt[r]), int(inst.output[r])) for r in order]
+    order, works = _works(inst, ienv, firsts)
     value, proven, path = idling_search(_Steps(ienv), works, seconds, budget, exact_reads)
     return value, proven, [tuple(int(order[j]) for j in members) for _, members in path]
-
-
-@dataclass(frozen=True)
-class Work:
-    """What a request has left to do from its ``arrival`` (or the time the search starts):
-    its next sample's step content ``first`` (tokens, sequences, KV read, samples), then
-    ``samples - 1`` decodes, the i-th reading ``read + i`` KV tokens (with exact reads;
-    else ``read``)."""
-
-    arrival: int
-    first: tuple[int, int, int, int]
-    read: int
-    samples: int
 
 
 def idling_search(steps: _Steps, works: list[Work], seconds: float,
@@ -277,7 +281,7 @@ def idling_search(steps: _Steps, works: list[Work], seconds: float,
     def lower(at: int, joined: int, rem: tuple, cost: int) -> int:
         """cost (accrued to ``at``) plus what the requests there still need: step k from
         now holds every one of them with k or more samples left; later arrivals at least
-        their own steps."""
+        their own steps, or their bound alone where it is more."""
         after = max(joined, bisect.bisect_right(a, at))
         need = needs.get((after, rem))
         if need is None:
