@@ -45,7 +45,7 @@ MAX_WAITING = 9  # more requests waiting for their prompt than this: 3^k next st
 class EarlySteps:
     """The branch and bound's result: ``bound`` on the model's latency objective (ticks),
     the best schedule it found (``value``, None if none) and the nodes it evaluated;
-    ``proven``: every node is closed (the bound is the tree's least)."""
+    ``proven``: the bound reaches that schedule (or the ``upper`` it was given)."""
 
     bound: int
     value: int | None
@@ -224,9 +224,8 @@ def early_steps_latency(inst: ScheduleInstance, ienv: IntEnvelope, seconds: floa
         for child in pushed:
             heapq.heappush(heap, (key, tiebreak, False, state, child))
             tiebreak += 1
-    proven = not heap or heap[0][0] >= best
     bound = min(low, heap[0][0] if heap else math.inf, best)
     if floor is not None:
         bound = min(bound, floor)
     return EarlySteps(int(bound), best if best_schedule is not None else None, best_schedule,
-                      nodes, proven)
+                      nodes, bound >= best)
