@@ -374,12 +374,12 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             bound = min(solver.best_objective_bound, upper)
             bound_source = "CP-SAT"
 
-    def adopt(cb: _Progress) -> None:
-        """Take a phase's best complete schedule when it beats the incumbent."""
+    def adopt(schedule: list[FixedStep] | None, value: float) -> None:
+        """Take a phase's best complete schedule (the model's objective ``value``) when it
+        beats the incumbent."""
         nonlocal best_steps, best, upper, hint_trace, n_hint
-        if cb.best_steps is not None and cb.best < best:
-            best_steps, best = cb.best_steps, cb.best
-            upper = int(best)
+        if schedule is not None and value < best:
+            best_steps, best, upper = schedule, float(value), int(value)
             hint_trace = int_trace(inst, ienv, best_steps)
             n_hint = hint_trace.num_steps
 
@@ -391,11 +391,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         traj = rel.solve(hint_trace, trajectory_share * time_limit_s, upper, gap_limit)
         solve_time += traj.seconds
         if traj.schedule is not None:
-            v = _model_value(int_trace(inst, ienv, traj.schedule), objective, inst, ienv)
-            if v < best:
-                best_steps, best, upper = traj.schedule, float(v), v
-                hint_trace = int_trace(inst, ienv, best_steps)
-                n_hint = hint_trace.num_steps
+            adopt(traj.schedule,
+                  _model_value(int_trace(inst, ienv, traj.schedule), objective, inst, ienv))
         lower = min(traj.bound, upper)
         bound = lower
         bound_source = "trajectory LP" + (" and branching" if traj.nodes else "")
@@ -429,10 +426,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                                         / (1 if near else 5), upper)
             solve_time += time.perf_counter() - t0
             if early is not None:
-                if early.schedule is not None and early.value < best:
-                    best_steps, best, upper = early.schedule, float(early.value), early.value
-                    hint_trace = int_trace(inst, ienv, best_steps)
-                    n_hint = hint_trace.num_steps
+                adopt(early.schedule, early.value)
                 if min(early.bound, upper) > bound:
                     bound, bound_source = min(early.bound, upper), EARLY_SOURCE
                     lower = bound
@@ -462,10 +456,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             found = makespan_prefix(inst, ienv, prefix_share * time_limit_s, upper,
                                     num_workers, seed, gap_limit)
             solve_time += time.perf_counter() - t0
-            if found.schedule is not None and found.value < best:
-                best_steps, best, upper = found.schedule, float(found.value), found.value
-                hint_trace = int_trace(inst, ienv, best_steps)
-                n_hint = hint_trace.num_steps
+            adopt(found.schedule, found.value)
             if found.bound > bound:
                 bound, bound_source, lower = found.bound, PREFIX_SOURCE, found.bound
             if relative_gap(best, bound) <= gap_limit:
@@ -509,7 +500,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                 break
             sm = ScheduleModel(inst, ienv, objective, preemption, k, False, None, kv_granularity)
             _, found, found_status = run(sm, left, first=True)
-            adopt(found)
+            adopt(found.best_steps, found.best)
             if found.best_steps is None:
                 k_min = k + 1 if found_status == "INFEASIBLE" else k_min
                 break
@@ -531,7 +522,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
         sm.hint(hint_trace)
         solver, cb, status = run(sm, lns_time, lns_only=True)
         take_bound(solver, status)
-        adopt(cb)
+        adopt(cb.best_steps, cb.best)
     while True:
         steps, tail = horizon(upper, n_hint)
         sm = ScheduleModel(inst, ienv, objective, preemption, steps, tail, upper,
@@ -560,7 +551,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             raise SolverError("the schedule model is infeasible although the warm start ran "
                               "(a bug; please report it with the instance)")
         take_bound(solver, status)
-        adopt(cb)
+        adopt(cb.best_steps, cb.best)
         if not cb.shrink or deadline - time.perf_counter() < 1.0:
             break
     bound = min(bound, best)
