@@ -69,7 +69,7 @@ def arc_slack(rel: TrajectoryRelaxation, r: int, w: dict):
     through each, above the request's cheapest path."""
     L = int(rel.inst.length[r])
     mv = moves(rel, r, w)
-    tail = np.array([rel.cols.tail(r, c) for c in range(L + 1)], dtype=float)
+    tail = rel.A0 * np.array([rel.cols.left(r, c) for c in range(L + 1)], dtype=float)
     fwd = [np.full(L + 1, np.inf)]
     fwd[0][0] = 0.0
     for s in range(rel.S):

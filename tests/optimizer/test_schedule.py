@@ -554,6 +554,7 @@ def test_pricing_finds_the_cheapest_trajectory(cost):
     for _ in range(20):
         w = {f: rng.uniform(0, 50, steps) * rng.integers(0, 2) for f in FEATURES}
         w["unf"] = rng.uniform(0, 50, steps)
+        w["left"] = np.array(-rng.uniform(0, 2 * ienv.min_step))  # the request-steps row
         for r in range(inst.n):
             paths = _trajectories(inst, r, steps)
             cols = _Columns(inst, steps, "block", ienv.min_step)
@@ -561,7 +562,8 @@ def test_pricing_finds_the_cheapest_trajectory(cost):
                 cols.add(r, path)
             a = cols.arrays()
             a["xmy"] = a["x"] - a["y"]
-            costs = a["tail"] + sum((w[f] * a[f]).sum(axis=1) for f in FEATURES)
+            costs = (a["tail"] + w["left"] * a["left"]
+                     + sum((w[f] * a[f]).sum(axis=1) for f in FEATURES))
             value, path = rel.price(r, w)
             assert value == pytest.approx(costs.min(), rel=1e-9, abs=1e-9)
             assert any((p == path).all() for p, c in zip(paths, costs, strict=True)
@@ -598,6 +600,48 @@ def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
         if tr.num_steps <= steps:
             assert TrajectoryRelaxation(inst, ienv, steps).valuation(tr) <= \
                 tr.objective("latency") * (1 + 1e-9)
+
+
+def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master(cost):
+    # small bursts whose cache and budget both bind: CP-SAT with one-tick steps proves the
+    # fewest request-steps (the exact minimum: a shortest path over every engine move with
+    # unit steps), no random schedule has fewer, and as a row of the trajectory master they
+    # raise its root on some instances, never past the exact least latency or the latency
+    # of a real schedule
+    from infersim.optimizer.schedule.request_steps import (
+        ONE_TICK,
+        fewest_request_steps,
+        request_steps,
+    )
+    from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
+
+    raised = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
+                        seqs=3, blocks=5, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        exact = _best_latency(inst, ONE_TICK)
+        start = serial_schedule(inst)
+        steps = len(start) + 3
+        found = fewest_request_steps(inst, start, steps, 20)
+        assert found.proven and found.bound == found.best == exact
+        for _ in range(5):
+            assert request_steps(inst, _random_schedule(inst, rng, False)) >= exact
+        best = _best_latency(inst, ienv)
+        trace = int_trace(inst, ienv, start)
+        plain, cut = (TrajectoryRelaxation(inst, ienv, steps, min_request_steps=k)
+                      .solve(trace, 20) for k in (0, exact))
+        assert plain.converged and cut.converged
+        assert plain.lp <= cut.lp <= best * (1 + 1e-9)  # the roots' linear programs
+        assert cut.bound <= best
+        raised += cut.lp > plain.lp * (1 + 1e-6)
+        for _ in range(5):
+            tr = int_trace(inst, ienv, _random_schedule(inst, rng, False))
+            if tr.num_steps <= steps:
+                rel = TrajectoryRelaxation(inst, ienv, steps, min_request_steps=exact)
+                assert rel.valuation(tr) <= tr.objective("latency") * (1 + 1e-9)
+    assert raised >= 1
 
 
 def test_integer_master_values_picks_by_their_latency(cost):
@@ -671,7 +715,9 @@ def test_latency_of_a_burst_keeps_the_trajectory_bound_and_schedule(cost, monkey
     res = solve_schedule(inst, env, "latency", time_limit_s=4).result
     (traj,) = seen
     assert traj.bound > 0 and res.bound >= traj.bound / 1e6 - 1e-9
-    assert res.bound_source in ("trajectory LP", "trajectory LP and branching", "CP-SAT")
+    assert res.bound_source in ("trajectory LP", "trajectory LP and branching",
+                                "trajectory LP, fewest request-steps",
+                                "trajectory LP, fewest request-steps and branching", "CP-SAT")
     assert res.incumbent <= int_trace(inst, ienv, traj.schedule).objective("latency") / 1e6
     assert res.bound <= res.incumbent + 1e-9
     spread = _random_instance(1, n=10)  # arrivals spread in time: not used

@@ -28,6 +28,7 @@ from infersim.optimizer.schedule.model import (
     sampling_step_bounds,
 )
 from infersim.optimizer.schedule.prefix import makespan_prefix
+from infersim.optimizer.schedule.request_steps import fewest_request_steps
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
 from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
 from infersim.optimizer.schedule.uncapped import uncapped_latency, uncapped_schedule
@@ -212,7 +213,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
                    uncapped_share: float = 0.1, prefix_share: float = 0.5,
-                   early_share: float = 0.5) -> ScheduleSolution:
+                   early_share: float = 0.5, request_steps_share: float = 0.25
+                   ) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -226,9 +228,11 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     alone (cost, makespan) and then two bound-search workers. When a better schedule
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
     reported bound is the best of the phases, each valid). The latency of a burst without
-    preemption first gets the trajectory relaxation (``trajectory_share`` of the time): its
-    column-generation bound, raised by branching on the unfinished counts, is a lower limit
-    on the model's objective, and the schedules of its integer master are candidate
+    preemption first gets, on small instances, the fewest request-steps
+    (``request_steps.fewest_request_steps``, ``request_steps_share`` of the time), then the
+    trajectory relaxation (``trajectory_share`` of the time), with those as a row of its
+    master: its column-generation bound, raised by branching on the unfinished counts, is a
+    lower limit on the model's objective, and the schedules of its integer master are candidate
     incumbents. With arrivals spread in time the latency bound is at least the arrival-wait
     floor (``arrivals.latency_floor``), at least the optimum of the relaxation without the
     engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
@@ -384,18 +388,31 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             n_hint = hint_trace.num_steps
 
     # 0. latency of a burst without preemption: the trajectory relaxation's bound, and the
-    # schedules of its integer master
+    # schedules of its integer master; on small instances the fewest request-steps first (a
+    # row of its master)
     if objective == "latency" and burst and not preemption and trajectory_share > 0:
         t_steps = n_hint + max(5, n_hint // 2)
         rel = TrajectoryRelaxation(inst, ienv, t_steps, kv_granularity)
-        traj = rel.solve(hint_trace, trajectory_share * time_limit_s, upper, gap_limit)
+        share = trajectory_share
+        count = None
+        if request_steps_share > 0 and inst.n * t_steps < 1500:
+            share += request_steps_share  # its time comes from the CP-SAT phase after
+
+            def count(schedule: Sequence[FixedStep]) -> int:
+                return fewest_request_steps(inst, schedule, t_steps,
+                                            request_steps_share * time_limit_s, num_workers,
+                                            seed, kv_granularity).bound
+
+        traj = rel.solve(hint_trace, min(share * time_limit_s, deadline - time.perf_counter()),
+                         upper, gap_limit, count)
         solve_time += traj.seconds
         if traj.schedule is not None:
             adopt(traj.schedule,
                   _model_value(int_trace(inst, ienv, traj.schedule), objective, inst, ienv))
         lower = min(traj.bound, upper)
         bound = lower
-        bound_source = "trajectory LP" + (" and branching" if traj.nodes else "")
+        bound_source = ("trajectory LP" + (", fewest request-steps" if rel.min_request_steps
+                                           else "") + (" and branching" if traj.nodes else ""))
         progress_log.append((time.perf_counter() - started, best, bound))
         if relative_gap(best, bound) <= gap_limit:
             deadline = time.perf_counter()  # proven: nothing left for CP-SAT

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,16 +107,14 @@ class _Columns:
     def kv(self, tokens: np.ndarray) -> np.ndarray:
         return -(-tokens // self.inst.block_size) if self.block else tokens
 
-    def tail(self, r: int, c: int) -> int:
-        """The least time request r still needs after the horizon with ``c`` computed."""
+    def left(self, r: int, c: int) -> int:
+        """The fewest steps request r still needs after the horizon with ``c`` computed."""
         P, L = int(self.inst.prompt[r]), int(self.inst.length[r])
         if c >= L:
             return 0
         if c < P:
-            left = -(-(P - c) // self.inst.max_num_batched_tokens) + int(self.inst.output[r]) - 1
-        else:
-            left = L - c
-        return self.min_step * left
+            return -(-(P - c) // self.inst.max_num_batched_tokens) + int(self.inst.output[r]) - 1
+        return L - c
 
     def add(self, r: int, computed: np.ndarray) -> bool:
         key = (r, computed.astype(np.int64).tobytes())
@@ -129,7 +128,8 @@ class _Columns:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Per column and step: unfinished, KV held, tokens, active, KV read, sampled,
-        holding, tokens beyond one; per column: tail cost and request."""
+        holding, tokens beyond one; per column: steps left after the horizon, their least
+        time (tail) and request."""
         if self._cache is not None:
             return self._cache
         inst = self.inst
@@ -145,8 +145,9 @@ class _Columns:
             x=x.astype(float), y=y.astype(float), xmy=(x - y).astype(float),
             kr=(c * y).astype(float), smp=(y & (c >= P)).astype(float),
             hold=((c > 0) & unf).astype(float),
-            tail=np.array([self.tail(r, int(cc[-1])) for r, cc in
+            left=np.array([self.left(r, int(cc[-1])) for r, cc in
                            zip(self.req, self.comp, strict=True)], dtype=float))
+        self._cache["tail"] = self.min_step * self._cache["left"]
         return self._cache
 
 
@@ -154,8 +155,10 @@ class TrajectoryRelaxation:
     """The master program over trajectories for one instance, envelope and horizon."""
 
     def __init__(self, inst: ScheduleInstance, ienv: IntEnvelope, steps: int,
-                 kv_granularity: str = "block") -> None:
+                 kv_granularity: str = "block", min_request_steps: int = 0) -> None:
         self.inst, self.ienv, self.S = inst, ienv, steps
+        # no schedule has fewer request-steps (request_steps.py): a row of the master
+        self.min_request_steps = int(min_request_steps)
         coef = ienv.coef.astype(float) / ienv.q
         if (coef[:, 1:] < 0).any():
             raise SolverError("the trajectory bound needs an envelope without negative slopes")
@@ -175,7 +178,7 @@ class TrajectoryRelaxation:
         self.grid = np.unique(np.linspace(0, seqs, TANGENTS + 1).round())[1:]
         self.kv_granularity = kv_granularity
         self.cols = _Columns(inst, steps, kv_granularity, self.A0)
-        self._tails: dict[int, np.ndarray] = {}  # per request: tail cost by computed tokens
+        self._lefts: dict[int, np.ndarray] = {}  # per request: steps left by computed tokens
         self.cap_kv = inst.num_blocks if kv_granularity == "block" else inst.capacity_tokens
         self.kv_max = int(self.cols.kv(inst.length).max())
         self.seq_binding = inst.n > inst.max_num_seqs
@@ -244,6 +247,11 @@ class TrajectoryRelaxation:
                           shape=(R, n + S * len(blocks)))
         cost = np.concatenate([a["tail"], np.repeat(list(blocks.values()), S)])
         b_ub = np.concatenate([fam.rhs for fam in fams])
+        if self.min_request_steps:  # sum_s u_s + steps left after the horizon >= the fewest
+            row = np.zeros(A_ub.shape[1])
+            row[:n] = -(a["unf"].sum(axis=1) + a["left"])
+            A_ub = vstack([A_ub, csr_matrix(row)]).tocsr()
+            b_ub = np.append(b_ub, -self.min_request_steps)
         return cost, A_ub, b_ub, A_eq, a
 
     def _master_lp(self, fams: list[_Family]):
@@ -257,8 +265,11 @@ class TrajectoryRelaxation:
         per row), made dual feasible for the continuous variables first (each block's
         cost plus its positive entries must cover its negative ones: rows with negative
         entries are scaled down where they do not), so that the constant plus each
-        request's cheapest trajectory is a valid bound (the Lagrangian value)."""
+        request's cheapest trajectory is a valid bound (the Lagrangian value). The fewest
+        request-steps' row, last, prices every unfinished step and every step left after
+        the horizon (``left``)."""
         S = self.S
+        mu_all = mu
         mu = [mu[i * S:(i + 1) * S].copy() for i in range(len(fams))]
         for name, price in self._blocks().items():
             supply = np.full(S, price)
@@ -277,7 +288,11 @@ class TrajectoryRelaxation:
             for f, v in fam.feat.items():
                 w[f] += m * v
             constant -= float(m @ fam.rhs)
-        w["constant"] = np.array(constant)
+        # the fewest request-steps' row: a price on every unfinished step and step left
+        mu_steps = mu_all[len(fams) * S] if len(mu_all) > len(fams) * S else 0.0
+        w["unf"] -= mu_steps
+        w["left"] = np.array(-mu_steps)
+        w["constant"] = np.array(constant + mu_steps * self.min_request_steps)
         return w
 
     def move_prices(self, r: int, w: dict[str, np.ndarray]
@@ -322,10 +337,11 @@ class TrajectoryRelaxation:
             frm[P + 1:][better] = c[P:L][better]
             back[s] = frm
             V = new
-        if r not in self._tails:
-            self._tails[r] = np.array([self.cols.tail(r, int(v)) for v in c], dtype=float)
-        cur = int(np.argmin(V + self._tails[r]))
-        value = float(V[cur] + self._tails[r][cur])
+        if r not in self._lefts:
+            self._lefts[r] = np.array([self.cols.left(r, int(v)) for v in c], dtype=float)
+        tail = (self.A0 + float(w["left"])) * self._lefts[r]
+        cur = int(np.argmin(V + tail))
+        value = float(V[cur] + tail[cur])
         path = np.empty(S, dtype=np.int64)
         for s in range(S - 1, -1, -1):
             path[s] = cur
@@ -361,12 +377,16 @@ class TrajectoryRelaxation:
                 return best, res, False, rounds
 
     def solve(self, start: ScheduleTrace, time_limit_s: float, upper: float = math.inf,
-              gap: float = 1e-4) -> TrajectoryResult:
+              gap: float = 1e-4,
+              fewest: Callable[[Sequence[FixedStep]], int] | None = None
+              ) -> TrajectoryResult:
         """Column generation from ``start``'s trajectories (a complete schedule of at most
         the horizon's steps) until no column prices out (at most 40% of the time); the
-        integer master over the columns found (up to 70% of the time spent in all); then,
-        if the column generation converged, branching on the unfinished counts raises the
-        bound until it is within ``gap`` of the best schedule known (``upper``, in the
+        integer master over the columns found (up to 70% of the time spent in all); then
+        ``fewest``, if given, with the better of ``start`` and the integer master's schedule:
+        the fewest request-steps it returns become a row of the master (request_steps.py);
+        then, if the column generation converged, branching on the unfinished counts raises
+        the bound until it is within ``gap`` of the best schedule known (``upper``, in the
         model's ticks, or the integer master's) or the time is up."""
         started = time.perf_counter()
         end = started + time_limit_s
@@ -381,6 +401,10 @@ class TrajectoryRelaxation:
                 schedule = picked[1]
                 upper = min(upper,
                             int_trace(self.inst, self.ienv, schedule).objective("latency"))
+        if fewest is not None:
+            better = schedule is not None and upper < start.objective("latency")
+            self.min_request_steps = max(self.min_request_steps,
+                                         fewest(schedule if better else start.steps))
         nodes = 0
         if converged and math.isfinite(upper) and time.perf_counter() < end:
             best, nodes, better = self.branch_and_bound(best, upper, end, gap)
