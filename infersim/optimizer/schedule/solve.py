@@ -228,22 +228,23 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     alone (cost, makespan) and then two bound-search workers. When a better schedule
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
     reported bound is the best of the phases, each valid). The latency of a burst without
-    preemption first gets, on small instances, the fewest request-steps
-    (``request_steps.fewest_request_steps``, ``request_steps_share`` of the time), then the
-    trajectory relaxation (``trajectory_share`` of the time), with those as a row of its
-    master: its column-generation bound, raised by branching on the unfinished counts, is a
-    lower limit on the model's objective, and the schedules of its integer master are candidate
-    incumbents. With arrivals spread in time the latency bound is at least the arrival-wait
-    floor (``arrivals.latency_floor``), at least the optimum of the relaxation without the
-    engine's limits (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time,
-    the other half to the same search with whole prompts, ``uncapped_schedule``, a warm
-    start), at least the branch and bound that fixes the first steps and relaxes the rest
-    that way (``early_steps.early_steps_latency``, where that relaxation is proven: up to
+    preemption first gets the trajectory relaxation (``trajectory_share`` of the time; on
+    small instances, after its integer master, the fewest request-steps
+    (``request_steps.fewest_request_steps``, ``request_steps_share`` more, taken from the
+    CP-SAT phase) become a row of its master): its column-generation bound, raised by
+    branching on the unfinished counts, is a lower limit on the model's objective, and the
+    schedules of its integer master are candidate incumbents. With arrivals spread in time
+    the latency bound is at least the arrival-wait floor (``arrivals.latency_floor``), at
+    least the optimum of the relaxation without the engine's limits
+    (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time, the other half
+    to the same search with whole prompts, ``uncapped_schedule``, a warm start), at least
+    the branch and bound that fixes the first steps and relaxes the rest that way
+    (``early_steps.early_steps_latency``, where that relaxation is proven: up to
     ``early_share`` of the time if it is within ``EARLY_GAP`` of the incumbent, a fifth of
     that otherwise; its schedules are candidate incumbents, and where it closes the gap
-    nothing else runs) and
-    at least the sum of the optima (bounds) of groups of ``group_size`` requests in
-    arrival order, each solved alone (``groups_share`` of the time). The makespan with
+    nothing else runs) and at least the sum of the optima (bounds) of groups of
+    ``group_size`` requests in arrival order, each solved alone (``groups_share`` of the
+    time). The makespan with
     arrivals spread in time is at least the work left after an arrival
     (``arrivals.makespan_floor``) and, without preemption, at least the least over k of
     the model of the k steps that start before an arrival with the work after it summed
@@ -388,8 +389,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             n_hint = hint_trace.num_steps
 
     # 0. latency of a burst without preemption: the trajectory relaxation's bound, and the
-    # schedules of its integer master; on small instances the fewest request-steps first (a
-    # row of its master)
+    # schedules of its integer master; on small instances the fewest request-steps, proven
+    # after the integer master, are a row of its master
     if objective == "latency" and burst and not preemption and trajectory_share > 0:
         t_steps = n_hint + max(5, n_hint // 2)
         rel = TrajectoryRelaxation(inst, ienv, t_steps, kv_granularity)
