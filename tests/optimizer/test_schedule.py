@@ -602,7 +602,8 @@ def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
                 tr.objective("latency") * (1 + 1e-9)
 
 
-def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master(cost):
+def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master(cost,
+                                                                                 monkeypatch):
     # small bursts whose cache and budget both bind: CP-SAT with one-tick steps proves the
     # fewest request-steps (the exact minimum: a shortest path over every engine move with
     # unit steps), no random schedule has fewer, and as a row of the trajectory master they
@@ -642,6 +643,23 @@ def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master
                 rel = TrajectoryRelaxation(inst, ienv, steps, min_request_steps=exact)
                 assert rel.valuation(tr) <= tr.objective("latency") * (1 + 1e-9)
     assert raised >= 1
+    # the solver proves them after the trajectory relaxation's integer master when their
+    # share of the time is long enough (not in a short run)
+    from infersim.optimizer.schedule import solve as solve_module
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(fewest_request_steps(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(solve_module, "fewest_request_steps", recording)
+    env = envelope_for(cost, inst)
+    solve_schedule(inst, env, "latency", time_limit_s=4)
+    assert not seen
+    res = solve_schedule(inst, env, "latency", time_limit_s=30, request_steps_share=1.0).result
+    assert [f.bound for f in seen] == [exact]
+    assert res.status == "OPTIMAL" and res.incumbent * 1e6 == pytest.approx(best, abs=1)
 
 
 def test_integer_master_values_picks_by_their_latency(cost):
