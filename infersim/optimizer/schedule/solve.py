@@ -235,9 +235,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     small instances, after its integer master, the fewest request-steps
     (``request_steps.fewest_request_steps``, ``request_steps_share`` more, taken from the
     CP-SAT phase, when that is at least ``REQUEST_STEPS_MIN_S``) become a row of its
-    master): its column-generation bound, raised by
-    branching on the unfinished counts, is a lower limit on the model's objective, and the
-    schedules of its integer master are candidate incumbents. With arrivals spread in time
+    master): its column-generation bound, raised by branching on the unfinished counts, is
+    a lower limit on the model's objective, and the schedules of its integer master are
+    candidate incumbents. With arrivals spread in time
     the latency bound is at least the arrival-wait floor (``arrivals.latency_floor``), at
     least the optimum of the relaxation without the engine's limits
     (``uncapped.uncapped_latency``; half of ``uncapped_share`` of the time, the other half
