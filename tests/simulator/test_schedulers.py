@@ -33,13 +33,15 @@ def test_static_batch_runs_to_its_longest_request_and_admits_nobody_meanwhile(
     assert plan.prefill_seqs == 2 and plan.prefill_tokens == 60  # padded to the longest
     late = Request(2, 0, 5, 1)
     sched.add(late)
-    seqs = []
+    seqs, sampled = [], []
     while long_.status != FINISHED:
         plan, _ = step(sched)
         assert 2 not in tokens(plan)  # nobody joins a running batch
         seqs.append(plan.decode_seqs)
+        sampled.append(plan.sampled)
     assert short.status == FINISHED and short.num_output == 2
     assert seqs == [2, 2, 2, 2]  # the finished request stays as padding to the end
+    assert sampled == [2, 2, 2, 2]  # padding computes its LM head row too
     plan, _ = step(sched)
     assert tokens(plan) == {2: 5}  # the next batch
 

@@ -47,8 +47,8 @@ class StaticScheduler(Scheduler):
         self.steps_done += 1
         context = self.padded_prompt + self.steps_done - 1
         for req in self.batch:
-            if req.status == FINISHED:
-                plan.count(1, context, False)  # padding: computed and thrown away
+            if req.status == FINISHED:  # padding: computed, LM head too, and thrown away
+                plan.count(1, context, True)
             else:
                 plan.scheduled.append((req, 1))
                 plan.count(1, context, True)
