@@ -46,10 +46,8 @@ class StaticScheduler(Scheduler):
             return plan
         self.steps_done += 1
         context = self.padded_prompt + self.steps_done - 1
-        for req in self.batch:
-            if req.status == FINISHED:  # padding: computed, LM head too, and thrown away
-                plan.count(1, context, True)
-            else:
+        for req in self.batch:  # a finished request's row is padding: computed (LM head
+            if req.status != FINISHED:  # too) and thrown away
                 plan.scheduled.append((req, 1))
-                plan.count(1, context, True)
+            plan.count(1, context, True)
         return plan
