@@ -733,9 +733,8 @@ def test_latency_of_a_burst_keeps_the_trajectory_bound_and_schedule(cost, monkey
     res = solve_schedule(inst, env, "latency", time_limit_s=4).result
     (traj,) = seen
     assert traj.bound > 0 and res.bound >= traj.bound / 1e6 - 1e-9
-    assert res.bound_source in ("trajectory LP", "trajectory LP and branching",
-                                "trajectory LP, fewest request-steps",
-                                "trajectory LP, fewest request-steps and branching", "CP-SAT")
+    # a 4 s run gives the fewest request-steps no share: they are not in the source
+    assert res.bound_source in ("trajectory LP", "trajectory LP and branching", "CP-SAT")
     assert res.incumbent <= int_trace(inst, ienv, traj.schedule).objective("latency") / 1e6
     assert res.bound <= res.incumbent + 1e-9
     spread = _random_instance(1, n=10)  # arrivals spread in time: not used
