@@ -602,6 +602,55 @@ def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
                 tr.objective("latency") * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pattern_bound_is_below_the_exact_optimum(cost, seed):
+    # small bursts whose cache and budget both bind: the pattern relaxation's bound never
+    # exceeds the exact least latency (shortest path over every engine move) and comes
+    # close to it; its schedule is a real one, and its restriction to whole prompts without
+    # pauses finds only real schedules
+    from infersim.optimizer.schedule.patterns import PatternRelaxation, best_piece
+
+    rng = np.random.default_rng(seed)
+    inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
+                    seqs=3, blocks=5, bs=2)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    best = _best_latency(inst, ienv)
+    start = serial_schedule(inst)
+    steps = int_trace(inst, ienv, start).num_steps + 1
+    piece = best_piece(inst, ienv, start)
+    found = PatternRelaxation(inst, ienv, steps, piece=piece).solve(start, 20)
+    assert found.bound <= best <= found.value
+    assert found.value == int_trace(inst, ienv, found.schedule).objective("latency")
+    assert found.bound >= 0.995 * best  # and close (0.00-0.15% under it here)
+    canonical = PatternRelaxation(inst, ienv, steps, piece=piece, canonical=True)
+    restricted = canonical.solve(start, 20)
+    assert restricted.bound == 0 and restricted.value >= best
+
+
+def test_pattern_relaxation_never_values_a_schedule_above_its_latency(cost):
+    # random engine-valid schedules, pauses and prompt chunks included: under every
+    # envelope piece the relaxation's value of each (its patterns fixed, the rest at its
+    # least) stays at or below its latency in the model's ticks
+    from infersim.optimizer.schedule.patterns import PatternRelaxation
+
+    rng = np.random.default_rng(3)
+    seen = 0
+    for trial in range(6):
+        inst = instance([0, 0, 0, 0], rng.integers(2, 7, 4), rng.integers(2, 5, 4),
+                        budget=6, seqs=4, blocks=6, bs=2)
+        ienv = IntEnvelope.of(envelope_for(cost, inst))
+        for _ in range(6):
+            schedule = _random_schedule(inst, rng, False)
+            latency = int_trace(inst, ienv, schedule).objective("latency")
+            for piece in range(len(ienv.coef)):
+                for steps in (len(schedule), max(1, len(schedule) - 2)):  # a tail, too
+                    rel = PatternRelaxation(inst, ienv, steps, piece=piece)
+                    value = rel.valuation(schedule)
+                    assert value <= latency, (trial, piece, steps)
+                    seen += 1
+    assert seen == 6 * 6 * 2 * len(ienv.coef)
+
+
 def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master(cost,
                                                                                  monkeypatch):
     # small bursts whose cache and budget both bind: CP-SAT with one-tick steps proves the
@@ -655,9 +704,10 @@ def test_fewest_request_steps_are_exact_and_a_valid_row_of_the_trajectory_master
 
     monkeypatch.setattr(solve_module, "fewest_request_steps", recording)
     env = envelope_for(cost, inst)
-    solve_schedule(inst, env, "latency", time_limit_s=4)
+    solve_schedule(inst, env, "latency", time_limit_s=4, patterns_share=0)
     assert not seen
-    res = solve_schedule(inst, env, "latency", time_limit_s=30, request_steps_share=1.0).result
+    res = solve_schedule(inst, env, "latency", time_limit_s=30, request_steps_share=1.0,
+                         patterns_share=0).result
     assert [f.bound for f in seen] == [exact]
     assert res.status == "OPTIMAL" and res.incumbent * 1e6 == pytest.approx(best, abs=1)
 
@@ -730,7 +780,7 @@ def test_latency_of_a_burst_keeps_the_trajectory_bound_and_schedule(cost, monkey
     inst = _random_instance(0, n=10)  # a burst
     env = envelope_for(cost, inst)
     ienv = IntEnvelope.of(env)
-    res = solve_schedule(inst, env, "latency", time_limit_s=4).result
+    res = solve_schedule(inst, env, "latency", time_limit_s=4, patterns_share=0).result
     (traj,) = seen
     assert traj.bound > 0 and res.bound >= traj.bound / 1e6 - 1e-9
     # a 4 s run gives the fewest request-steps no share: they are not in the source
@@ -740,6 +790,19 @@ def test_latency_of_a_burst_keeps_the_trajectory_bound_and_schedule(cost, monkey
     spread = _random_instance(1, n=10)  # arrivals spread in time: not used
     solve_schedule(spread, envelope_for(cost, spread), "latency", time_limit_s=2)
     assert len(seen) == 1
+
+
+def test_latency_of_a_small_burst_takes_the_pattern_bound_and_schedules(cost):
+    # where the pattern relaxation fits, it replaces the trajectory relaxation: its bound is
+    # the reported one (below the exact least latency) and the solver proves the optimum
+    inst = instance([0, 0, 0, 0], [5, 3, 4, 2], [3, 2, 2, 3], budget=6, seqs=4, blocks=6,
+                    bs=2)
+    env = envelope_for(cost, inst)
+    best = _best_latency(inst, IntEnvelope.of(env))
+    res = solve_schedule(inst, env, "latency", time_limit_s=10).result
+    assert res.bound_source == "patterns"
+    assert res.bound * 1e6 <= best + 1e-6
+    assert res.status == "OPTIMAL" and res.incumbent * 1e6 == pytest.approx(best, abs=1)
 
 
 # --- the arrival-wait floor (latency with arrivals spread in time) -----------------------------

@@ -27,6 +27,7 @@ from infersim.optimizer.schedule.model import (
     int_trace,
     sampling_step_bounds,
 )
+from infersim.optimizer.schedule.patterns import PatternRelaxation, best_piece, pattern_count
 from infersim.optimizer.schedule.prefix import makespan_prefix
 from infersim.optimizer.schedule.request_steps import fewest_request_steps
 from infersim.optimizer.schedule.result import SolveResult, relative_gap
@@ -40,6 +41,12 @@ EARLY_GAP = 0.02  # the relaxation without limits this near the incumbent: the t
 # the fewest request-steps' proof took 22-64 s on the 30-request burst of the targets: a
 # shorter share ends before it and takes the branching's time
 REQUEST_STEPS_MIN_S = 30.0
+PATTERN_SOURCE = "patterns"
+# the pattern relaxation (HiGHS) replaces the trajectory relaxation on instances of at most
+# this many patterns; its restriction to whole prompts without pauses first runs this share
+# of the time, for a start
+MAX_PATTERNS = 20_000
+PATTERN_START_SHARE = 0.15
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
           cp_model.MODEL_INVALID: "MODEL_INVALID"}
@@ -216,8 +223,8 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    lns_share: float = 0.3, trajectory_share: float = 0.7,
                    group_size: int = 6, groups_share: float = 0.3,
                    uncapped_share: float = 0.1, prefix_share: float = 0.5,
-                   early_share: float = 0.5, request_steps_share: float = 0.25
-                   ) -> ScheduleSolution:
+                   early_share: float = 0.5, request_steps_share: float = 0.25,
+                   patterns_share: float = 0.8) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -231,7 +238,12 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     alone (cost, makespan) and then two bound-search workers. When a better schedule
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
     reported bound is the best of the phases, each valid). The latency of a burst without
-    preemption first gets the trajectory relaxation (``trajectory_share`` of the time; on
+    preemption first gets, where it has at most ``MAX_PATTERNS`` patterns, the pattern
+    relaxation (``patterns.PatternRelaxation``: its restriction to whole prompts without
+    pauses for ``PATTERN_START_SHARE`` of the time, for a start, then the relaxation for
+    ``patterns_share``; its bound holds, its solutions that keep the engine's rules are
+    candidate incumbents), and otherwise the trajectory relaxation (``trajectory_share`` of
+    the time; on
     small instances, after its integer master, the fewest request-steps
     (``request_steps.fewest_request_steps``, ``request_steps_share`` more, taken from the
     CP-SAT phase, when that is at least ``REQUEST_STEPS_MIN_S``) become a row of its
@@ -392,10 +404,31 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
             hint_trace = int_trace(inst, ienv, best_steps)
             n_hint = hint_trace.num_steps
 
-    # 0. latency of a burst without preemption: the trajectory relaxation's bound, and the
-    # schedules of its integer master; on small instances the fewest request-steps, proven
-    # after the integer master, are a row of its master
-    if objective == "latency" and burst and not preemption and trajectory_share > 0:
+    # 0. latency of a burst without preemption: on small instances the pattern relaxation (a
+    # MIP: its bound, and its solutions that are schedules); on larger ones the trajectory
+    # relaxation's bound and the schedules of its integer master (on mid-sized ones the
+    # fewest request-steps, proven after the integer master, are a row of its master)
+    patterns = (objective == "latency" and burst and not preemption and patterns_share > 0
+                and pattern_count(inst, n_hint + 1) <= MAX_PATTERNS)
+    if patterns:
+        # prompts whole and no pauses first (a restriction: every solution is a schedule),
+        # for a start near the optimum; then the relaxation, whose bound holds
+        piece = best_piece(inst, ienv, best_steps)
+        for canonical, share in ((True, PATTERN_START_SHARE), (False, patterns_share)):
+            left = deadline - time.perf_counter()
+            if left <= 0.5:
+                break
+            rel = PatternRelaxation(inst, ienv, n_hint + 1, kv_granularity, piece, canonical)
+            found = rel.solve(best_steps, min(share * time_limit_s, left), gap_limit, seed)
+            solve_time += found.seconds
+            adopt(found.schedule, found.value)
+            if min(found.bound, upper) > bound:  # the restriction's bound is 0
+                bound, bound_source = min(found.bound, upper), PATTERN_SOURCE
+                lower = bound
+            progress_log.append((time.perf_counter() - started, best, bound))
+        if relative_gap(best, bound) <= gap_limit:
+            deadline = time.perf_counter()  # proven: nothing left for CP-SAT
+    elif objective == "latency" and burst and not preemption and trajectory_share > 0:
         t_steps = n_hint + max(5, n_hint // 2)
         rel = TrajectoryRelaxation(inst, ienv, t_steps, kv_granularity)
         share = trajectory_share

@@ -575,7 +575,7 @@ class TrajectoryRelaxation:
         integral[:n] = 1
         upper = np.full(width, np.inf)
         upper[:n] = a["tail"] == 0
-        with _quiet_stdout():  # HiGHS's MIP solver can print to the process's stdout
+        with quiet_stdout():  # HiGHS's MIP solver can print to the process's stdout
             res = milp(objective,
                        constraints=[LinearConstraint(vstack(rows).tocsr(), -np.inf,
                                                      np.concatenate(rhs)),
@@ -619,7 +619,7 @@ def _window_argmin(g: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
+def quiet_stdout():
     """Point file descriptor 1 at /dev/null for the duration (C libraries write there
     directly), so that a ``--json`` output stays parseable."""
     sys.stdout.flush()
