@@ -570,6 +570,16 @@ def test_pricing_finds_the_cheapest_trajectory(cost):
                        if c == pytest.approx(value, rel=1e-9, abs=1e-9))
 
 
+def _small_burst(cost, seed):
+    """Three queued requests whose cache and budget both bind: (rng, instance, its model
+    envelope, its exact least latency)."""
+    rng = np.random.default_rng(seed)
+    inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
+                    seqs=3, blocks=5, bs=2)
+    ienv = IntEnvelope.of(envelope_for(cost, inst))
+    return rng, inst, ienv, _best_latency(inst, ienv)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
     # the exact least latency (shortest path over every engine move) of small bursts whose
@@ -578,11 +588,7 @@ def test_trajectory_bound_is_below_the_exact_optimum(cost, seed):
     # schedule is a real one
     from infersim.optimizer.schedule.trajectory import TrajectoryRelaxation
 
-    rng = np.random.default_rng(seed)
-    inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
-                    seqs=3, blocks=5, bs=2)
-    ienv = IntEnvelope.of(envelope_for(cost, inst))
-    best = _best_latency(inst, ienv)
+    rng, inst, ienv, best = _small_burst(cost, seed)
     start = int_trace(inst, ienv, serial_schedule(inst))
     steps = start.num_steps + 3
     full = TrajectoryRelaxation(inst, ienv, steps).solve(start, 20)
@@ -610,11 +616,7 @@ def test_pattern_bound_is_below_the_exact_optimum(cost, seed):
     # pauses finds only real schedules
     from infersim.optimizer.schedule.patterns import PatternRelaxation, best_piece
 
-    rng = np.random.default_rng(seed)
-    inst = instance([0, 0, 0], rng.integers(2, 6, 3), rng.integers(2, 4, 3), budget=5,
-                    seqs=3, blocks=5, bs=2)
-    ienv = IntEnvelope.of(envelope_for(cost, inst))
-    best = _best_latency(inst, ienv)
+    _, inst, ienv, best = _small_burst(cost, seed)
     start = serial_schedule(inst)
     steps = int_trace(inst, ienv, start).num_steps + 1
     piece = best_piece(inst, ienv, start)
