@@ -50,6 +50,9 @@ from infersim.optimizer.schedule.trajectory import quiet_stdout, unfinished_floo
 from infersim.simulator.schedulers.fixed import FixedStep
 
 INF = highspy.kHighsInf
+# the longest pause a pattern has: one with this many stands for every longer one too (its
+# prompt moved to where the pause begins, with one tick allowed there for the rounding)
+MAX_PAUSE = 2
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,10 @@ def pattern_count(inst: ScheduleInstance, horizon: int) -> int:
     """How many patterns (binary columns) the relaxation has over ``horizon`` steps."""
     out = np.maximum(inst.output.astype(np.int64), 1)
     width = np.maximum(horizon - out + 1, 0)  # prompt steps with a finish in the horizon
-    return int((width * (width + 1) // 2).sum() + inst.n)
+    finishes = np.where(out > 1, MAX_PAUSE + 1, 1)  # per prompt step, away from the horizon
+    full = np.maximum(width - finishes + 1, 0)  # prompt steps with every finish in it
+    near = width - full  # prompt steps with 1, 2, ... finishes left in it
+    return int((full * finishes + near * (near + 1) // 2).sum() + inst.n)
 
 
 def best_piece(inst: ScheduleInstance, ienv: IntEnvelope,
@@ -105,13 +111,12 @@ class PatternRelaxation:
     unfinished after it counts one more shortest step)."""
 
     def __init__(self, inst: ScheduleInstance, ienv: IntEnvelope, horizon: int,
-                 kv_granularity: str = "block", piece: int = 0, canonical: bool = False) -> None:
+                 kv_granularity: str = "block", piece: int = 0) -> None:
         if float(inst.arrival_s.min()) != float(inst.arrival_s.max()):
             raise SolverError("the pattern relaxation bounds the latency of a burst only: "
                               "every arrival must be equal")
         self.inst, self.ienv, self.H = inst, ienv, int(horizon)
         self.piece = int(piece)
-        self.canonical = canonical
         a, b, g, dk, e = (float(v) for v in ienv.coef[self.piece])
         # the moves of prompt chunks keep ticks valid only if a sequence costs >= 1 tick
         self.integer_steps = g >= ienv.q
@@ -126,6 +131,7 @@ class PatternRelaxation:
         cap = inst.num_blocks if kv_granularity == "block" else inst.capacity_tokens
         bud, seq = inst.max_num_batched_tokens, inst.max_num_seqs
         dmin = self.ienv.min_step
+        intercept = math.ceil(coef[0] / q)
         lb: list[float] = []
         ub: list[float] = []
         cost: list[float] = []
@@ -140,9 +146,10 @@ class PatternRelaxation:
 
         # patterns (r, p, f, column); p == H: unfinished after the horizon
         pats: list[tuple[int, int, int, int]] = []
+        pauses = [MAX_PAUSE if o > 1 else 0 for o in OUT]
         for r in range(R):
             for p in range(H):
-                for f in range(p + max(OUT[r], 1) - 1, min(H, p + OUT[r]) if self.canonical else H):
+                for f in range(p + max(OUT[r], 1) - 1, min(H, p + max(OUT[r], 1) + pauses[r])):
                     pats.append((r, p, f, var(1)))
             pats.append((r, H, H, var(1, dmin)))
         self.patterns = pats
@@ -152,8 +159,15 @@ class PatternRelaxation:
             cols = [k for (rr, _, _, k) in pats if rr == r]
             rows.add(cols, [1.0] * len(cols), 1, 1)
         a, b, g, dk, e = coef
-        tok_max = min(bud * H, cap * bs + R)
-        dmax = math.ceil((a + b * tok_max + g * 2 * R + dk * cap * bs + e * 2 * R) / q) + 1
+        # the longest step while j requests are unfinished: only they can run in it
+        top_p = np.concatenate([[0], np.cumsum(np.sort(P)[::-1])])
+        top_l = np.concatenate([[0], np.cumsum(np.sort(np.add(P, OUT) - 1)[::-1])])
+
+        def dmax(s: int, j: int) -> int:
+            tokens = min(top_p[j], cap * bs + j, bud * (s + 1))
+            seqs = min(j, seq)
+            return math.ceil((a + b * tokens + g * seqs + dk * min(top_l[j], cap * bs)
+                              + e * seqs) / q) + 1
         cum_c: list[int] = []
         cum_v: list[float] = []
         prev_e = None
@@ -166,13 +180,12 @@ class PatternRelaxation:
             allow: list[int] = []
             kv: dict[int, float] = {}
             hold: list[int] = []
-            unfinished: list[int] = []
+            unfinished: list[list[int]] = [[] for _ in range(R)]
             for (r, p, f, k) in pats:
+                if p == H or f >= s:
+                    unfinished[r].append(k)
                 if p == H:
-                    unfinished.append(k)
                     continue
-                if f >= s:
-                    unfinished.append(k)
                 length = P[r] + OUT[r] - 1
                 if p <= s <= f:
                     kv[k] = -(-max(P[r], length - (f - s)) // bs)
@@ -180,6 +193,9 @@ class PatternRelaxation:
                 if s == p:
                     T[k], N[k], K[k], S[k] = P[r], 1, P[r], 1
                     moved[k] = P[r] - 1
+                    if pauses[r] and f == p + OUT[r] - 1 + pauses[r]:  # a prompt a longer pause
+                        allow.append(k)                          # may have moved here
+                        moved[k] = P[r]
                 elif f - OUT[r] + 2 <= s <= f:
                     T[k], N[k], K[k], S[k] = 1, 1, P[r] + s - (f - OUT[r] + 1), 1
                     if f > p + OUT[r] - 1 and s < f:  # a decode a pause may have moved here
@@ -188,23 +204,23 @@ class PatternRelaxation:
             cum_c += list(T)
             cum_v += list(T.values())
             rows.add(list(cum_c), list(cum_v), -INF, bud * (s + 1))
-            rows.add(list(T), [T[k] - (0 if self.canonical else moved.get(k, 0)) for k in T],
-                     -INF, bud)
+            rows.add(list(T), [T[k] - moved.get(k, 0) for k in T], -INF, bud)
             rows.add(list(kv), list(kv.values()), -INF, cap)
             rows.add(hold, [1.0] * len(hold), -INF, seq)
-            # e: the step is non-empty; it is whenever a request is unfinished during it
+            # e: the step is non-empty; it is exactly when a request is unfinished during it
             es = var(1)
-            rows.add([*N, es], [1.0] * len(N) + [-2.0 * R], -INF, 0)
+            for ks in unfinished:
+                rows.add([*ks, es], [1.0] * len(ks) + [-1.0], -INF, 0)
             if prev_e is not None:
                 rows.add([es, prev_e], [1, -1], -INF, 0)
             prev_e = es
             ds = var(INF, 0.0, self.integer_steps)
             lo_u = int(floor[s])
             lam = {j: var(1) for j in range(lo_u, R + 1)}
-            rows.add([es, *([lam[0]] if 0 in lam else [])], [1.0] * (1 + (0 in lam)), 1, INF)
+            rows.add([es, *([lam[0]] if 0 in lam else [])], [1.0] * (1 + (0 in lam)), 1, 1)
             rows.add(list(lam.values()), [1.0] * len(lam), 1, 1)
-            rows.add([*lam.values(), *unfinished],
-                     [*map(float, lam), *([-1.0] * len(unfinished))], 0, 0)
+            flat = [k for ks in unfinished for k in ks]
+            rows.add([*lam.values(), *flat], [*map(float, lam), *([-1.0] * len(flat))], 0, 0)
             # q d >= a e + b T + g N + dk K + e S - q (allowed ticks)
             row_c = [ds, es]
             row_v = [q, -a]
@@ -215,13 +231,15 @@ class PatternRelaxation:
             row_c += allow
             row_v += [q] * len(allow)
             rows.add(row_c, row_v, 0, INF)
-            # u_s d_s = sum_j j w_j: w_j in [dmin lam_j, dmax lam_j] (j >= 1), sum_j w_j = d_s
-            w = {j: var(dmax, float(j), False) for j in lam}
+            # u_s d_s = sum_j j w_j: w_j in [floor lam_j, dmax lam_j], sum_j w_j = d_s (an
+            # empty step, u_s = 0, lasts nothing; a step whose work all moved later lasts at
+            # least its intercept)
+            top = {j: dmax(s, j) for j in lam if j}
+            w = {j: var(top[j], float(j), False) for j in top}
             rows.add([*w.values(), ds], [1.0] * len(w) + [-1.0], 0, 0)
-            for j in lam:
-                rows.add([w[j], lam[j]], [1, -dmax], -INF, 0)
-                if j:
-                    rows.add([w[j], lam[j]], [1, -dmin], 0, INF)
+            for j in top:
+                rows.add([w[j], lam[j]], [1, -top[j]], -INF, 0)
+                rows.add([w[j], lam[j]], [1, -intercept], 0, INF)
         n = len(lb)
         self.A = coo_matrix((rows.v, (rows.r, rows.c)), shape=(len(rows.lo), n)).tocsc()
         self.A.sum_duplicates()
@@ -249,8 +267,9 @@ class PatternRelaxation:
         return h
 
     def pattern_of(self, schedule: Sequence[FixedStep]) -> dict[int, tuple[int, int]]:
-        """Each request's (prompt step, finish step) in ``schedule`` (H, H if it finishes
-        after the horizon)."""
+        """Each request's pattern in ``schedule``: (prompt step, finish step), the prompt
+        step moved up to ``MAX_PAUSE`` steps of pause before the decodes; (H, H) if it
+        finishes after the horizon."""
         inst, H = self.inst, self.H
         done = np.zeros(inst.n, dtype=np.int64)
         first: dict[int, int] = {}
@@ -262,7 +281,11 @@ class PatternRelaxation:
                     first[r] = s
                 if r not in last and done[r] >= inst.length[r]:
                     last[r] = s
-        return {r: ((first[r], last[r]) if last[r] < H else (H, H)) for r in range(inst.n)}
+        pattern = {r: (H, H) for r in range(inst.n) if last[r] >= H}
+        for r in set(range(inst.n)) - set(pattern):
+            latest = last[r] - max(int(inst.output[r]), 1) + 1 - MAX_PAUSE
+            pattern[r] = (max(first[r], latest), last[r])
+        return pattern
 
     def solution_of(self, schedule: Sequence[FixedStep]) -> np.ndarray | None:
         """The relaxation's least solution with ``schedule``'s patterns (None if it has
@@ -340,8 +363,6 @@ class PatternRelaxation:
         info = h.getInfo()
         dual = float(info.mip_dual_bound)
         bound = max(0, math.floor(dual * (1 - 1e-9))) if math.isfinite(dual) else 0
-        if self.canonical:
-            bound = 0  # a restriction's bound is none
         return PatternResult(min(bound, best["value"]), best["schedule"], best["value"],
                              h.modelStatusToString(h.getModelStatus()),
                              time.perf_counter() - started)

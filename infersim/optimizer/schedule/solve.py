@@ -43,12 +43,8 @@ EARLY_GAP = 0.02  # the relaxation without limits this near the incumbent: the t
 REQUEST_STEPS_MIN_S = 30.0
 PATTERN_SOURCE = "patterns"
 # the pattern relaxation (HiGHS) replaces the trajectory relaxation on instances of at most
-# this many patterns; its restriction to whole prompts without pauses first runs this share
-# of the time, for a start (the 30-request burst of the targets has 3,378 patterns; the
-# 100-request one about 15,000, where HiGHS got a 23% gap in 300 s against 7% for the
-# trajectory relaxation)
+# this many patterns (the 30-request burst of the targets has 1,308)
 MAX_PATTERNS = 5_000
-PATTERN_START_SHARE = 0.15
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.UNKNOWN: "UNKNOWN",
           cp_model.MODEL_INVALID: "MODEL_INVALID"}
@@ -226,7 +222,7 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
                    group_size: int = 6, groups_share: float = 0.3,
                    uncapped_share: float = 0.1, prefix_share: float = 0.5,
                    early_share: float = 0.5, request_steps_share: float = 0.25,
-                   patterns_share: float = 0.8) -> ScheduleSolution:
+                   patterns_share: float = 0.95) -> ScheduleSolution:
     """Minimise ``objective`` (latency | makespan | cost | slo) over all schedules of
     ``inst`` under ``envelope``.
 
@@ -241,10 +237,9 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     shortens the horizon a lot, the model is rebuilt around it for the remaining time (the
     reported bound is the best of the phases, each valid). The latency of a burst without
     preemption first gets, where it has at most ``MAX_PATTERNS`` patterns, the pattern
-    relaxation (``patterns.PatternRelaxation``: its restriction to whole prompts without
-    pauses for ``PATTERN_START_SHARE`` of the time, for a start, then the relaxation for
-    ``patterns_share``; its bound holds, its solutions that keep the engine's rules are
-    candidate incumbents), and otherwise the trajectory relaxation (``trajectory_share`` of
+    relaxation (``patterns.PatternRelaxation``, for ``patterns_share`` of the time, from the
+    best start: its bound holds, its solutions that keep the engine's rules are candidate
+    incumbents), and otherwise the trajectory relaxation (``trajectory_share`` of
     the time; on
     small instances, after its integer master, the fewest request-steps
     (``request_steps.fewest_request_steps``, ``request_steps_share`` more, taken from the
@@ -413,21 +408,16 @@ def solve_schedule(inst: ScheduleInstance, envelope: StepEnvelope, objective: st
     patterns = (objective == "latency" and burst and not preemption and patterns_share > 0
                 and pattern_count(inst, n_hint + 1) <= MAX_PATTERNS)
     if patterns:
-        # prompts whole and no pauses first (a restriction: every solution is a schedule),
-        # for a start near the optimum; then the relaxation, whose bound holds
-        piece = best_piece(inst, ienv, best_steps)
-        for canonical, share in ((True, PATTERN_START_SHARE), (False, patterns_share)):
-            left = deadline - time.perf_counter()
-            if left <= 0.5:
-                break
-            rel = PatternRelaxation(inst, ienv, n_hint + 1, kv_granularity, piece, canonical)
-            found = rel.solve(best_steps, min(share * time_limit_s, left), gap_limit, seed)
-            solve_time += found.seconds
-            adopt(found.schedule, found.value)
-            if min(found.bound, upper) > bound:  # the restriction's bound is 0
-                bound, bound_source = min(found.bound, upper), PATTERN_SOURCE
-                lower = bound
-            progress_log.append((time.perf_counter() - started, best, bound))
+        left = deadline - time.perf_counter()
+        rel = PatternRelaxation(inst, ienv, n_hint + 1, kv_granularity,
+                                best_piece(inst, ienv, best_steps))
+        found = rel.solve(best_steps, min(patterns_share * time_limit_s, left), gap_limit, seed)
+        solve_time += found.seconds
+        adopt(found.schedule, found.value)
+        if min(found.bound, upper) > bound:
+            bound, bound_source = min(found.bound, upper), PATTERN_SOURCE
+            lower = bound
+        progress_log.append((time.perf_counter() - started, best, bound))
         if relative_gap(best, bound) <= gap_limit:
             deadline = time.perf_counter()  # proven: nothing left for CP-SAT
     elif objective == "latency" and burst and not preemption and trajectory_share > 0:
