@@ -90,9 +90,10 @@ def main() -> None:
     lines += [f"    {cmd}" for *_, cmd in rows]
     lines += ["", "Status OPTIMAL means gap <= 0.01% (CP-SAT's relative_gap_limit; the model "
               "rounds step times to microseconds). Solve s: wall time of the solver phases "
-              "(the trajectory relaxation, whose LP and MIP are HiGHS from SciPy "
-              f"{_scipy()}, then CP-SAT). Runs stopped by a time limit (two CP-SAT workers, "
-              "HiGHS's MIP) are not bit-reproducible.", ""]
+              f"(the pattern relaxation, HiGHS {_highs()} through highspy, or the trajectory "
+              f"relaxation, whose LP and MIP are HiGHS from SciPy {_scipy()}; then CP-SAT). "
+              "Runs stopped by a time limit (two CP-SAT workers, HiGHS's MIP) are not "
+              "bit-reproducible.", ""]
     path = write("optimal_schedule_targets.md", "\n".join(lines))
     print(f"wrote {path}")
 
@@ -101,6 +102,12 @@ def _scipy() -> str:
     import scipy
 
     return scipy.__version__
+
+
+def _highs() -> str:
+    from importlib.metadata import version
+
+    return version("highspy")
 
 
 def _ortools() -> str:

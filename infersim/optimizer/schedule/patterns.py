@@ -3,19 +3,24 @@ program, solved by HiGHS, whose optimum is a lower bound and whose solutions are
 schedules (docs/optimizer.md, "Patterns").
 
 Each request picks a **pattern**: the step p its prompt completes (its first token) and
-the step f that finishes it (f >= p + O - 1; more steps are pauses), or "unfinished after
-the horizon". A pattern is priced as if its whole prompt ran at p and its decodes in the
-last O - 1 steps up to f. Every schedule maps to one pattern per request whose pricing is
-no more than its own, because each request waits through every step up to its finish (the
-requests unfinished during a step, u_s, never grow with s) and a piece of work moved to a
-later step is multiplied by no more requests:
+the step f that finishes it (p + O - 1 <= f <= p + O - 1 + ``MAX_PAUSE``; the extra steps
+are pauses), or "unfinished after the horizon". A pattern is priced as if its whole prompt
+ran at p and its decodes in the last O - 1 steps up to f. Every schedule maps to one pattern
+per request whose pricing is no more than its own, because each request waits through every
+step up to its finish (the requests unfinished during a step, u_s, never grow with s) and a
+piece of work moved to a later step is multiplied by no more requests:
 
 - a prompt chunk run before p moves to p. The step it leaves loses the chunk's tokens, its
   sequence and its KV read; p gains the tokens. With the per-sequence slope at least one
   tick, the rounding of both steps to ticks cannot make that dearer;
 - a decode before a pause moves to its place in the last O - 1 steps. A step such a decode
   can land in is allowed one tick less (its rounding), so that cannot make it dearer
-  either.
+  either;
+- a request pausing longer than ``MAX_PAUSE`` takes the pattern of the longest pause and
+  its finish: its whole prompt moves to where that pause begins, whose step is allowed one
+  tick less and counts none of the prompt in its per-step budget.
+
+A step whose work all moved still lasts its intercept while a request waits.
 
 What a pattern holds is a lower limit of what its request holds in every schedule that maps
 to it: the blocks of its prompt from p to f, and of its last tokens before f (one token per
@@ -25,11 +30,11 @@ not move there. Durations are one envelope piece (the max of pieces does not sur
 moves; any one piece is below it), rounded up to ticks as the model's are. The latency is
 sum_s u_s d_s, with u_s an integer of known range (``trajectory.unfinished_floor`` .. all)
 written in binary one-hot form, so each product is exact for integer solutions (the
-disjunction's hull on the duration).
+disjunction's hull on the duration, with the longest step j unfinished requests allow).
 
 A solution whose prompts fit the budget of their step and whose requests all finish in the
 horizon is a schedule (prompt whole at p, pauses after it); HiGHS's improving solutions are
-run by the engine's rules (``evaluate.run_schedule``) and the best becomes the incumbent.
+run by the engine's rules (``model.int_trace``) and the best becomes the incumbent.
 The solve stops when the bound is within the gap of the best schedule known."""
 
 from __future__ import annotations
