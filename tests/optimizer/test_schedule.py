@@ -630,7 +630,7 @@ def test_pattern_relaxation_never_values_a_schedule_above_its_latency(cost):
     # chunks included: under every envelope piece the relaxation's value of each (its
     # patterns fixed, the rest at its least) stays at or below its latency in the model's
     # ticks
-    from infersim.optimizer.schedule.patterns import MAX_PAUSE, PatternRelaxation
+    from infersim.optimizer.schedule.patterns import MAX_PAUSE, PatternRelaxation, pattern_count
 
     rng = np.random.default_rng(3)
     seen = longer = 0
@@ -644,6 +644,7 @@ def test_pattern_relaxation_never_values_a_schedule_above_its_latency(cost):
             for piece in range(len(ienv.coef)):
                 for steps in (len(schedule), max(1, len(schedule) - 2)):  # a tail, too
                     rel = PatternRelaxation(inst, ienv, steps, piece=piece)
+                    assert len(rel.patterns) == pattern_count(inst, steps)  # what routes it
                     value = rel.valuation(schedule)
                     assert value <= latency, (trial, piece, steps)
                     seen += 1
